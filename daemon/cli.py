@@ -1,0 +1,133 @@
+"""The `leadline` command: argument parsing and dispatch to each subcommand's `run(args) -> int`.
+
+Handlers are imported only when their subcommand runs, so `leadline --help` and `leadline serve` never
+import torch. An expected error (`UserError`) prints one line and exits 1; a bug keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from daemon.errors import UserError
+
+# subcommand -> "module:function" taking the parsed args and returning an exit code
+HANDLERS = {
+    "serve": "daemon.serve:run",
+    "ports": "daemon.ports:run_list",
+    "respond": "daemon.offline:run",
+    "doctor": "daemon.doctor:run",
+    "plot": "daemon.plot:run",
+    "bench": "daemon.bench:run",
+    "data": "training.ingest:run",
+    "train": "training.trainer:run",
+    "export": "training.export:run",
+    "eval": "training.eval:run",
+}
+
+
+def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument("--config", help="YAML settings file (default: built-in defaults)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting for this run, e.g. --set clock.bpm=140 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leadline", description="Real-time MIDI improviser: answers a player "
+                                "with lead-guitar lines locked to MIDI clock.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("serve", help="run the live daemon on MIDI ports")
+    _common(s)
+    s.add_argument("--model", help="model directory (default: engine.model)")
+    s.add_argument("--api", choices=["auto", "alsa", "jack", "coremidi", "windows"], help="MIDI backend")
+    s.add_argument("--mode", choices=["respond", "trade", "duet"], help="jam mode (default: mode)")
+    s.add_argument("--record", metavar="DIR", help="write each session as a .mid under DIR")
+    s.add_argument("--duration", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds; tests and bench
+
+    s = sub.add_parser("ports", help="list MIDI input and output ports")
+    s.add_argument("--api", choices=["auto", "alsa", "jack", "coremidi", "windows"], default="auto")
+
+    s = sub.add_parser("respond", help="answer a phrase from a MIDI file, offline")
+    _common(s)
+    s.add_argument("input", help="MIDI file whose lead material is the player's phrase")
+    s.add_argument("-o", "--output", required=True, help="MIDI file to write (player + answer)")
+    s.add_argument("--model", help="model directory (default: engine.model)")
+    s.add_argument("--bars", type=int, help="length of the answer in bars (default: respond.bars)")
+    s.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    s.add_argument("--png", help="also draw a piano roll PNG")
+    s.add_argument("--wav", help="also render audio with FluidSynth")
+
+    s = sub.add_parser("doctor", help="check MIDI backends, onnxruntime providers, model and config")
+    _common(s)
+    s.add_argument("--model", help="model directory (default: engine.model)")
+
+    s = sub.add_parser("plot", help="draw a piano roll PNG of a .mid file")
+    s.add_argument("input")
+    s.add_argument("-o", "--output", required=True)
+
+    s = sub.add_parser("bench", help="measure inference, priming, timing through JACK, ingestion")
+    s.add_argument("--model", default="models/default")
+    s.add_argument("--json", help="write results here (default: bench/results/<machine>.json)")
+    s.add_argument("--quick", action="store_true", help="few steps, for the test suite")
+    s.add_argument("--only", action="append", default=[], help="run only these sections (repeatable)")
+
+    s = sub.add_parser("data", help="build a training cache from MIDI folders")
+    dsub = s.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    b = dsub.add_parser("build", help="ingest MIDI folders into a cache")
+    _common(b)
+    b.add_argument("sources", nargs="+", metavar="SRC", help="MIDI files or folders (searched recursively)")
+    b.add_argument("--out", required=True, help="cache directory to write")
+    b.add_argument("--jobs", type=int, default=0, help="worker processes (default: every core)")
+
+    s = sub.add_parser("train", help="train the LSTM on a cache")
+    _common(s)
+    s.add_argument("--data", required=True, help="cache directory from `leadline data build`")
+    s.add_argument("--out", required=True, help="run directory (checkpoints, metrics, loss curve)")
+    s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+
+    s = sub.add_parser("export", help="export a trained run to an ONNX model directory")
+    s.add_argument("run_dir")
+    s.add_argument("--out", required=True, help="model directory to write")
+    s.add_argument("--force", action="store_true", help="replace an existing model directory")
+
+    s = sub.add_parser("eval", help="evaluate a model against unigram and Markov baselines")
+    _common(s)
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", nargs="+", required=True, help="cache directory or MIDI folders")
+    s.add_argument("--train-data", nargs="+", help="training corpus for the baselines (default: from the "
+                   "model card)")
+    s.add_argument("--split", default="test", help="split of a cache to evaluate (default: test)")
+    s.add_argument("--json", help="also write the report as JSON here")
+    s.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module, func = HANDLERS[args.command].split(":")
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args) or 0)
+    except UserError as e:
+        print(f"leadline {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except ModuleNotFoundError as e:
+        if e.name in ("torch", "onnx", "onnxscript", "symusic", "tqdm", "matplotlib"):
+            print(f"leadline {args.command}: needs {e.name}; install the training extra: "
+                  f"pip install -e '.[train]'", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

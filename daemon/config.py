@@ -1,0 +1,358 @@
+"""Settings: frozen dataclasses per component, loaded strictly from YAML with `--set` overrides.
+
+Defaults live here; `config.yaml` at the top of the repository documents each one. Unknown keys and bad
+values raise `ConfigError` naming the dotted key and the value it got.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from daemon.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A setting that is unknown or has a bad value; the message names the dotted key."""
+
+
+@dataclass(frozen=True)
+class MidiConfig:
+    api: Literal["auto", "alsa", "jack", "coremidi", "windows"] = "auto"
+    client_name: str = "leadline"
+    in_port: str = "leadline in"
+    out_port: str = "leadline out"
+    connect_in: Optional[str] = None  # substring of an existing input port to connect to instead of virtual
+    connect_out: Optional[str] = None
+    in_channel: int = 0  # 0 = omni, else 1..16
+    out_channel: int = 1
+    passthrough: bool = False
+    queue_size: int = 4096
+
+    def check(self) -> None:
+        _range("midi.in_channel", self.in_channel, 0, 16)
+        _range("midi.out_channel", self.out_channel, 1, 16)
+        _range("midi.queue_size", self.queue_size, 16, 1_000_000)
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    source: Literal["auto", "external", "internal"] = "auto"
+    bpm: float = 120.0
+    timeout_ms: float = 500.0
+    send_clock: bool = False
+    bandwidth_hz: float = 1.0
+
+    def check(self) -> None:
+        _range("clock.bpm", self.bpm, 20.0, 400.0)
+        _range("clock.timeout_ms", self.timeout_ms, 50.0, 10_000.0)
+        _range("clock.bandwidth_hz", self.bandwidth_hz, 0.05, 10.0)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "models/default"
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 1
+    lookahead_ms: float = 1.5
+    switch_interval_ms: float = 0.5
+
+    def check(self) -> None:
+        _range("engine.threads", self.threads, 0, 256)
+        _range("engine.lookahead_ms", self.lookahead_ms, 0.0, 50.0)
+        _range("engine.switch_interval_ms", self.switch_interval_ms, 0.05, 5.0)
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    window: int = 64
+
+    def check(self) -> None:
+        _range("seed.window", self.window, 1, 4096)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.9
+    top_p: float = 0.95
+    key: Optional[str] = None  # "E minor", "A dorian", "auto", or null for no constraint
+    low: str = "E2"
+    high: str = "E6"
+    velocity_scale: float = 1.0
+    seed: Optional[int] = None
+
+    def check(self) -> None:
+        _range("sampling.temperature", self.temperature, 0.05, 5.0)
+        _range("sampling.top_p", self.top_p, 0.01, 1.0)
+        _range("sampling.velocity_scale", self.velocity_scale, 0.0, 4.0)
+        for key in ("low", "high"):
+            try:
+                note_number(getattr(self, key))
+            except ValueError as e:
+                raise ConfigError(f"sampling.{key}: {getattr(self, key)!r} ({e})") from None
+        if note_number(self.low) >= note_number(self.high):
+            raise ConfigError(f"sampling.low: {self.low!r} must be below sampling.high {self.high!r}")
+        if self.key not in (None, "auto"):
+            try:
+                parse_key(self.key)
+            except ValueError as e:
+                raise ConfigError(f"sampling.key: {self.key!r} ({e})") from None
+
+
+@dataclass(frozen=True)
+class RespondConfig:
+    after_beats: float = 1.0
+    bars: int = 2
+
+    def check(self) -> None:
+        _range("respond.after_beats", self.after_beats, 0.25, 64.0)
+        _range("respond.bars", self.bars, 1, 64)
+
+
+@dataclass(frozen=True)
+class TradeConfig:
+    bars: int = 4
+
+    def check(self) -> None:
+        _range("trade.bars", self.bars, 1, 64)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    channel: int = 0  # 0 = any channel
+    temperature_cc: Optional[int] = 21
+    mode_cc: Optional[int] = 22
+    enable_cc: Optional[int] = 23
+    panic_cc: Optional[int] = 24
+
+    def check(self) -> None:
+        _range("control.channel", self.channel, 0, 16)
+        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc"):
+            v = getattr(self, key)
+            if v is not None:
+                _range(f"control.{key}", v, 0, 119)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    dir: Optional[str] = None
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    programs: tuple[int, ...] = tuple(range(24, 32))  # GM guitars
+    name_patterns: tuple[str, ...] = ("lead", "solo", "gtr", "guitar", "melody")
+    fallback_programs: tuple[int, ...] = ()  # e.g. (0,) for corpora without guitars; () = any program
+    max_polyphony: float = 1.6  # mean notes per onset above this -> rhythm part, not a lead line
+    min_notes: int = 32
+    unique_factor: float = 0.0  # >0: drop songs whose distinct-pitch ratio is below this
+    transpose: tuple[int, ...] = ()  # semitone shifts added to the training split, e.g. [-2, -1, 1, 2]
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+    def check(self) -> None:
+        _range("data.max_polyphony", self.max_polyphony, 1.0, 16.0)
+        _range("data.min_notes", self.min_notes, 1, 100_000)
+        _range("data.unique_factor", self.unique_factor, 0.0, 1.0)
+        if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise ConfigError(f"data.split: {list(self.split)} (three fractions adding up to 1)")
+        for p in self.programs + self.fallback_programs:
+            _range("data.programs", p, 0, 127)
+        for t in self.transpose:
+            _range("data.transpose", t, -12, 12)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    embed: int = 128
+    hidden: int = 384
+    layers: int = 2
+    dropout: float = 0.2
+    batch: int = 32
+    chunk: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    epochs: int = 20
+    patience: int = 3
+    max_steps: int = 0  # 0 = no limit
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def check(self) -> None:
+        for key, lo, hi in (("embed", 1, 4096), ("hidden", 1, 8192), ("layers", 1, 16),
+                            ("batch", 1, 65536), ("chunk", 2, 100_000), ("epochs", 1, 10_000),
+                            ("patience", 1, 1000), ("max_steps", 0, 10**9)):
+            _range(f"train.{key}", getattr(self, key), lo, hi)
+        _range("train.dropout", self.dropout, 0.0, 0.9)
+        _range("train.lr", self.lr, 1e-7, 1.0)
+        _range("train.clip", self.clip, 0.0, 1e6)
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: Literal["respond", "trade", "duet"] = "respond"
+    midi: MidiConfig = field(default_factory=MidiConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    seed: SeedConfig = field(default_factory=SeedConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    respond: RespondConfig = field(default_factory=RespondConfig)
+    trade: TradeConfig = field(default_factory=TradeConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v):
+                v.check()
+
+
+# --- music names --------------------------------------------------------------------------------------
+
+_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+SCALES = {
+    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
+    "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "pentatonic": (0, 3, 5, 7, 10), "minor pentatonic": (0, 3, 5, 7, 10),
+    "major pentatonic": (0, 2, 4, 7, 9), "blues": (0, 3, 5, 6, 7, 10),
+    "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
+}
+
+
+def pitch_class(name: str) -> int:
+    """'E' -> 4, 'F#' -> 6, 'Bb' -> 10."""
+    if not name or name[0].upper() not in _PC:
+        raise ValueError(f"not a note name: {name!r}")
+    pc = _PC[name[0].upper()]
+    for acc in name[1:]:
+        if acc == "#":
+            pc += 1
+        elif acc == "b":
+            pc -= 1
+        else:
+            raise ValueError(f"not a note name: {name!r}")
+    return pc % 12
+
+
+def note_number(name: str | int) -> int:
+    """'E2' -> 40, 'C4' -> 60 (middle C); an int passes through if it is 0..127."""
+    if isinstance(name, int):
+        if not 0 <= name <= 127:
+            raise ValueError("MIDI note numbers are 0..127")
+        return name
+    s = str(name).strip()
+    i = len(s)
+    while i > 0 and (s[i - 1].isdigit() or s[i - 1] == "-"):
+        i -= 1
+    if i == len(s):
+        raise ValueError("expected a note name with octave, like E2")
+    n = 12 * (int(s[i:]) + 1) + pitch_class(s[:i])
+    if not 0 <= n <= 127:
+        raise ValueError("outside MIDI notes 0..127")
+    return n
+
+
+def parse_key(text: str) -> tuple[int, tuple[int, ...]]:
+    """'E minor' -> (4, minor scale intervals)."""
+    parts = text.strip().split(None, 1)
+    if len(parts) != 2 or parts[1].lower() not in SCALES:
+        raise ValueError(f"expected '<tonic> <scale>' with scale one of {', '.join(sorted(SCALES))}")
+    return pitch_class(parts[0]), SCALES[parts[1].lower()]
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+def _range(key: str, value: Any, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: {value!r} (must be between {lo} and {hi})")
+
+
+def _convert(key: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: {value!r} (expected a mapping)")
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = "|".join(map(str, typing.get_args(tp)))
+            raise ConfigError(f"{key}: {value!r} (expected one of {choices})")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(key, args[0], value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: {value!r} (expected a list)")
+        args = typing.get_args(tp)
+        item = args[0]
+        return tuple(_convert(f"{key}[{i}]", item, v) for i, v in enumerate(value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{key}: {value!r} (expected {getattr(tp, '__name__', tp)})")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            raise ConfigError(f"{prefix}{k}: unknown setting (known: {', '.join(sorted(names))})")
+    return cls(**{k: _convert(prefix + k, hints[k], v) for k, v in data.items()})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'clock.bpm=140' -> (['clock', 'bpm'], 140)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, like clock.bpm=140")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Config from `path` (None: defaults only) with `--set` overrides applied; raises ConfigError."""
+    data: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of settings at the top")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    cfg = _build(Config, data)
+    cfg.check()
+    return cfg
+
+
+def as_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (tuples as lists), for writing next to results."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

@@ -1,0 +1,100 @@
+"""The ingested corpus on disk: token arrays, a sequence index and a manifest (written atomically).
+
+A cache directory holds
+    tokens.npy     uint16, every sequence's tokens back to back (each starts with codec.BOS); memory-mapped
+    index.npy      one row per sequence: start, end (into tokens), split, song, transpose
+    manifest.json  codec version and vocabulary size, files seen/used/skipped by reason, tracks chosen,
+                   songs and events per split
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daemon import codec
+from daemon.errors import UserError
+
+SPLITS = ("train", "val", "test")
+INDEX_DTYPE = np.dtype([("start", "<i8"), ("end", "<i8"), ("split", "i1"), ("song", "<i4"), ("transpose", "i1")])
+
+
+class CacheError(UserError, ValueError):
+    """A cache directory that is missing, incomplete or from another codec version."""
+
+
+@dataclass
+class Cache:
+    tokens: np.ndarray
+    index: np.ndarray
+    manifest: dict
+
+    def sequences(self, split: str, transposed: bool = True) -> list[np.ndarray]:
+        """Token arrays of one split ('train', 'val', 'test'), in index order."""
+        rows = self.index[self.index["split"] == SPLITS.index(split)]
+        if not transposed:
+            rows = rows[rows["transpose"] == 0]
+        return [self.tokens[r["start"]:r["end"]] for r in rows]
+
+    def n_events(self, split: str) -> int:
+        return int(sum(len(s) for s in self.sequences(split)))
+
+
+def from_sequences(seqs: list[tuple[np.ndarray, int, int, int]], manifest: dict) -> Cache:
+    """A cache in memory from (tokens, split index, song id, transpose) tuples."""
+    index = np.zeros(len(seqs), INDEX_DTYPE)
+    pos = 0
+    for i, (toks, split, song, transpose) in enumerate(seqs):
+        index[i] = (pos, pos + len(toks), split, song, transpose)
+        pos += len(toks)
+    tokens = np.concatenate([np.asarray(s[0], np.uint16) for s in seqs]) if seqs else np.zeros(0, np.uint16)
+    manifest = dict(manifest, codec_version=codec.CODEC_VERSION, vocab_size=codec.VOCAB_SIZE)
+    return Cache(tokens, index, manifest)
+
+
+def write(cache: Cache, out: str | Path) -> Path:
+    """Write `cache` to directory `out` atomically (a temporary sibling renamed into place)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / "tokens.npy", cache.tokens)
+        np.save(tmp / "index.npy", cache.index)
+        (tmp / "manifest.json").write_text(json.dumps(cache.manifest, indent=1, sort_keys=True) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load(path: str | Path) -> Cache:
+    """Open a cache directory (tokens memory-mapped); raises CacheError with what is wrong."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        tokens = np.load(path / "tokens.npy", mmap_mode="r")
+        index = np.load(path / "index.npy")
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path}: not a leadline data cache ({e}); build one with `leadline data build`") from None
+    if manifest.get("codec_version") != codec.CODEC_VERSION or manifest.get("vocab_size") != codec.VOCAB_SIZE:
+        raise CacheError(f"{path}: built with codec {manifest.get('codec_version')} "
+                         f"(vocabulary {manifest.get('vocab_size')}), this leadline uses codec "
+                         f"{codec.CODEC_VERSION} ({codec.VOCAB_SIZE}); rebuild it with `leadline data build`")
+    return Cache(tokens, index, manifest)
+
+
+def is_cache(path: str | Path) -> bool:
+    return (Path(path) / "manifest.json").is_file() and (Path(path) / "tokens.npy").is_file()
