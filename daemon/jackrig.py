@@ -1,0 +1,234 @@
+"""Real-port rig for tests and `leadline bench`: a private JACK server (dummy driver), jack_midi_clock, an independent listener.
+
+Everything here is a real JACK client:
+`jackd -d dummy` runs the graph at 48 kHz / 64 frames, `jack_midi_clock` sends MIDI beat clock driven by
+JACK transport (tempo set through `jack_transport` as timebase master), and `jack_midi_dump -a` timestamps
+every message it receives in JACK frames, independently of leadline.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+RATE, PERIOD = 48000, 64
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RigError(RuntimeError):
+    pass
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise RigError(f"{tool} is not installed: `make test` installs jackd2 and jack-midi-clock "
+                       "(apt-get install jackd2 jack-midi-clock)")
+    return path
+
+
+def wait_for(pred, timeout: float, what: str, poll: float = 0.01):
+    """Poll `pred` until it returns something truthy, or raise after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(poll)
+
+
+class JackServer:
+    """A private jackd with the dummy driver; clients find it through the environment it sets."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"leadline-test-{os.getpid()}"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict:
+        return dict(os.environ, JACK_DEFAULT_SERVER=self.name, JACK_NO_START_SERVER="1")
+
+    def start(self) -> "JackServer":
+        need("jackd")
+        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        os.environ["JACK_NO_START_SERVER"] = "1"
+        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-r", "-d", "dummy", "-r", str(RATE),
+                                      "-p", str(PERIOD)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=self.env)
+        wait_for(lambda: self.proc.poll() is not None or self.lsp() is not None, 10, "jackd to start")
+        if self.proc.poll() is not None:
+            raise RigError(f"jackd exited with {self.proc.returncode}")
+        return self
+
+    def lsp(self) -> list[str] | None:
+        r = subprocess.run(["jack_lsp"], capture_output=True, text=True, env=self.env)
+        return r.stdout.splitlines() if r.returncode == 0 and "system:" in r.stdout else None
+
+    def connect(self, src: str, dst: str) -> None:
+        r = subprocess.run(["jack_connect", src, dst], capture_output=True, text=True, env=self.env)
+        if r.returncode != 0:
+            raise RigError(f"jack_connect {src} {dst}: {r.stderr.strip()}")
+
+    def wait_port(self, port: str, timeout: float = 10) -> None:
+        wait_for(lambda: port in (self.lsp() or []), timeout, f"JACK port {port!r}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Clock:
+    """jack_midi_clock following JACK transport, with jack_transport as timebase master for the tempo."""
+
+    PORT = "jack_midi_clock:mclk_out"
+
+    def __init__(self, server: JackServer, bpm: float = 120.0, jitter: int = 0) -> None:
+        need("jack_midi_clock")
+        need("jack_transport")
+        self.server = server
+        self.transport = subprocess.Popen(["jack_transport"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, text=True, env=server.env)
+        self._cmd("stop")
+        self._cmd("locate 0")
+        self._cmd("master")
+        self.tempo(bpm)
+        args = ["jack_midi_clock"] + (["-J", str(jitter)] if jitter else [])
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server.env)
+        server.wait_port(self.PORT)
+
+    def _cmd(self, text: str) -> None:
+        self.transport.stdin.write(text + "\n")
+        self.transport.stdin.flush()
+
+    def tempo(self, bpm: float) -> None:
+        self._cmd(f"tempo {bpm}")
+
+    def start(self) -> None:
+        self._cmd("locate 0")
+        self._cmd("play")
+
+    def stop(self) -> None:
+        self._cmd("stop")
+
+    def close(self) -> None:
+        for p in (self.proc, self.transport):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+_LINE = re.compile(r"^\s*(\d+):\s*([0-9a-f ]+)$")
+
+
+class Listener:
+    """jack_midi_dump as an independent listener: every message with its absolute JACK frame time."""
+
+    def __init__(self, server: JackServer, name: str = "listener") -> None:
+        need("jack_midi_dump")
+        self.name, self.server = name, server
+        self.events: list[tuple[int, bytes]] = []
+        self.proc = subprocess.Popen(["stdbuf", "-oL", "jack_midi_dump", "-a", name], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env=server.env)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        server.wait_port(f"{name}:input")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            m = _LINE.match(line)
+            if m:
+                self.events.append((int(m.group(1)), bytes.fromhex(m.group(2))))
+
+    def listen_to(self, port: str) -> None:
+        self.server.connect(port, f"{self.name}:input")
+
+    def notes(self) -> list[tuple[int, bytes]]:
+        return [(f, m) for f, m in list(self.events) if m and 0x80 <= m[0] < 0xB0]
+
+    def ticks(self) -> list[int]:
+        return [f for f, m in list(self.events) if m == b"\xf8"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(3)
+
+
+class Player:
+    """A test client that plays notes into leadline through its own JACK MIDI port."""
+
+    def __init__(self, server: JackServer, name: str = "player") -> None:
+        import rtmidi
+
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=name)
+        self.out.open_virtual_port("out")
+        self.port = f"{name}:out"
+        server.wait_port(self.port)
+
+    def send(self, msg) -> None:
+        self.out.send_message(list(msg))
+
+    def note(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
+        self.send([0x90 | channel, pitch, velocity])
+
+    def off(self, pitch: int, channel: int = 0) -> None:
+        self.send([0x80 | channel, pitch, 0])
+
+    def close(self) -> None:
+        self.out.close_port()
+        self.out.delete()
+
+
+class Daemon:
+    """`leadline serve` as a child process on the private server."""
+
+    IN, OUT = "leadline:leadline in", "leadline-out:leadline out"
+
+    def __init__(self, server: JackServer, model: str | Path, *settings: str, log: Path | None = None) -> None:
+        args = [sys.executable, "-m", "daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model)]
+        for s in settings:
+            args += ["--set", s]
+        self.log = open(log, "w") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=server.env)
+        server.wait_port(self.OUT, timeout=60)
+        server.wait_port(self.IN, timeout=10)
+
+    def terminate(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def stuck_notes(events: list[tuple[int, bytes]]) -> dict:
+    """(channel, pitch) -> count of note-ons without their own note-off (All Notes Off does not count)."""
+    sounding: dict = {}
+    for _, m in events:
+        if len(m) < 3:
+            continue
+        kind, ch = m[0] & 0xF0, m[0] & 0x0F
+        if kind == 0x90 and m[2] > 0:
+            sounding[(ch, m[1])] = sounding.get((ch, m[1]), 0) + 1
+        elif kind == 0x80 or (kind == 0x90 and m[2] == 0):
+            if sounding.get((ch, m[1]), 0) > 0:
+                sounding[(ch, m[1])] -= 1
+    return {k: v for k, v in sounding.items() if v}

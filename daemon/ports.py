@@ -1,0 +1,185 @@
+"""MIDI ports: choosing the backend, opening virtual or named ports, and the input callback's queue.
+
+python-rtmidi is used directly (not through mido's backend) so that the input callback can stamp every
+message with `time.perf_counter_ns()` first thing and put it on a bounded queue; it does nothing else.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import time
+from typing import Callable
+
+import rtmidi
+
+from daemon.errors import UserError
+
+log = logging.getLogger(__name__)
+
+APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
+        "coremidi": rtmidi.API_MACOSX_CORE, "windows": rtmidi.API_WINDOWS_MM}
+
+
+class MidiBackendError(UserError):
+    """No usable MIDI backend or port."""
+
+
+def _auto_order() -> list[str]:
+    if sys.platform == "darwin":
+        return ["coremidi", "jack"]
+    if sys.platform.startswith("win"):
+        return ["windows"]
+    return ["alsa", "jack"]
+
+
+def _usable(api: int) -> bool:
+    try:
+        rtmidi.MidiIn(api, name="leadline-probe").delete()
+        return True
+    except (rtmidi.SystemError, rtmidi.InvalidUseError, RuntimeError):
+        return False
+
+
+def choose_api(name: str = "auto") -> tuple[int, str]:
+    """The rtmidi API id and name for `name` ('auto' tries the platform's backends in order)."""
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never start a JACK server behind the user's back
+    compiled = set(rtmidi.get_compiled_api())
+    names = _auto_order() if name == "auto" else [name]
+    for n in names:
+        if n not in APIS:
+            raise MidiBackendError(f"midi.api: {n!r} (expected auto, alsa, jack, coremidi or windows)")
+        if APIS[n] in compiled and _usable(APIS[n]):
+            return APIS[n], n
+    if name == "auto":
+        raise MidiBackendError("no MIDI backend works here (no ALSA sequencer, no JACK server running); "
+                               "start one, e.g. `jackd -d dummy &`, or load snd-seq")
+    raise MidiBackendError(f"MIDI backend {name!r} is not usable here (is its server running?); "
+                           "try --api auto or `leadline ports`")
+
+
+def list_ports(api: int) -> tuple[list[str], list[str]]:
+    mi, mo = rtmidi.MidiIn(api, name="leadline-list"), rtmidi.MidiOut(api, name="leadline-list")
+    try:
+        return mi.get_ports(), mo.get_ports()
+    finally:
+        mi.delete()
+        mo.delete()
+
+
+def find_port(ports: list[str], substring: str, what: str) -> int:
+    for i, p in enumerate(ports):
+        if substring.lower() in p.lower():
+            return i
+    raise MidiBackendError(f"no MIDI {what} port matches {substring!r}; `leadline ports` lists them")
+
+
+def run_list(args) -> int:
+    api, name = choose_api(args.api)
+    ins, outs = list_ports(api)
+    print(f"backend: {name}")
+    print("inputs (leadline can listen to):")
+    for p in ins:
+        print(f"  {p}")
+    print("outputs (leadline can play to):")
+    for p in outs:
+        print(f"  {p}")
+    return 0
+
+
+class InputQueue:
+    """Bounded queue of (t_ns, message bytes) filled by the rtmidi callback thread."""
+
+    __slots__ = ("q", "maxsize", "dropped", "received")
+
+    def __init__(self, maxsize: int) -> None:
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.received = 0
+
+    def callback(self, event, _data=None) -> None:
+        t = time.perf_counter_ns()
+        self.received += 1
+        if self.q.qsize() >= self.maxsize:
+            self.dropped += 1
+            return
+        self.q.put((t, event[0]))
+
+    def get(self, timeout: float | None):
+        """One (t_ns, message) or None after `timeout` seconds (0: don't wait)."""
+        try:
+            if timeout is None or timeout > 0:
+                return self.q.get(timeout=timeout)
+            return self.q.get_nowait()
+        except queue.Empty:
+            return None
+
+
+class MidiIO:
+    """The daemon's input and output ports; a context manager that always closes them."""
+
+    def __init__(self, midi_cfg, api: int, api_name: str, on_message: Callable) -> None:
+        self.cfg, self.api, self.api_name = midi_cfg, api, api_name
+        self.on_message = on_message
+        self.min = self.mout = None
+        self.in_name = self.out_name = ""
+
+    def __enter__(self) -> "MidiIO":
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self) -> None:
+        c = self.cfg
+        try:
+            self.min = rtmidi.MidiIn(self.api, name=c.client_name, queue_size_limit=c.queue_size)
+            self.mout = rtmidi.MidiOut(self.api, name=f"{c.client_name}-out")
+        except rtmidi.SystemError as e:
+            raise MidiBackendError(f"cannot open the {self.api_name} MIDI backend: {e}") from None
+        self.min.ignore_types(sysex=True, timing=False, active_sense=True)
+        self.min.set_callback(self.on_message)
+        self.in_name = self._open_one(self.min, c.connect_in, c.in_port, "input")
+        self.out_name = self._open_one(self.mout, c.connect_out, c.out_port, "output")
+        log.info("MIDI (%s): listening on %r, playing to %r", self.api_name, self.in_name, self.out_name)
+
+    def _open_one(self, port, connect: str | None, virtual: str, what: str) -> str:
+        if connect:
+            ports = port.get_ports()
+            i = find_port(ports, connect, what)
+            port.open_port(i, virtual)
+            return ports[i]
+        try:
+            port.open_virtual_port(virtual)
+        except (rtmidi.NoDevicesError, rtmidi.UnsupportedOperationError, NotImplementedError):
+            raise MidiBackendError(f"the {self.api_name} backend has no virtual ports; set "
+                                   f"midi.connect_{'in' if what == 'input' else 'out'} to a port name "
+                                   "(e.g. a loopMIDI port)") from None
+        return virtual
+
+    def send(self, msg) -> None:
+        self.mout.send_message(msg)
+
+    def connected(self) -> bool:
+        """For ports opened by name: whether the peer port still exists."""
+        for port, want in ((self.min, self.cfg.connect_in), (self.mout, self.cfg.connect_out)):
+            if want and port is not None and not any(want.lower() in p.lower() for p in port.get_ports()):
+                return False
+        return True
+
+    def close(self) -> None:
+        for port in (self.min, self.mout):
+            if port is not None:
+                try:
+                    port.close_port()
+                    port.delete()
+                except Exception:  # closing must never mask the real way out
+                    log.debug("closing a MIDI port failed", exc_info=True)
+        self.min = self.mout = None
