@@ -47,7 +47,7 @@ class ClockConfig:
     bpm: float = 120.0
     timeout_ms: float = 500.0
     send_clock: bool = False
-    bandwidth_hz: float = 1.0
+    bandwidth_hz: float = 0.25
 
     def check(self) -> None:
         _range("clock.bpm", self.bpm, 20.0, 400.0)
