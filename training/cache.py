@@ -62,6 +62,7 @@ def write(cache: Cache, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755 & ~current_umask())
     try:
         np.save(tmp / "tokens.npy", cache.tokens)
         np.save(tmp / "index.npy", cache.index)
@@ -78,6 +79,12 @@ def write(cache: Cache, out: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load(path: str | Path) -> Cache:

@@ -17,6 +17,7 @@ import torch
 
 from daemon import codec
 from daemon.errors import UserError
+from training.cache import current_umask
 from training.model import LeadLSTM, ModelArgs
 
 OPSET = 17
@@ -58,6 +59,7 @@ def write_model_dir(model: LeadLSTM, out: str | Path, card: dict, force: bool = 
         raise UserError(f"{out} exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755 & ~current_umask())
     try:
         export_onnx(model, tmp / "model.onnx")
         card = dict(card, codec_version=codec.CODEC_VERSION, vocab_size=model.args.vocab,
@@ -101,3 +103,45 @@ def model_from_checkpoint(ckpt: dict) -> LeadLSTM:
     model = LeadLSTM(ModelArgs(**ckpt["model_args"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+# --- `leadline export` ---------------------------------------------------------------------------------
+
+BEST = "best.pt"
+
+
+def model_card(ckpt: dict, source: Path) -> dict:
+    """The card's training record: data, settings, validation numbers, time and device of the run."""
+    import datetime
+    import math
+
+    cfg = ckpt.get("config", {})
+    best = ckpt.get("best") or {}
+    best_val = best.get("val_loss")
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": {"path": str(source), "step": ckpt.get("step"), "epoch": ckpt.get("epoch")},
+        "training": {"data": ckpt.get("data", {}), "device": ckpt.get("device"), "torch": ckpt.get("torch"),
+                     "seconds": round(float(ckpt.get("elapsed", 0.0)), 1), "steps": ckpt.get("step")},
+        "config": {k: cfg[k] for k in ("data", "train") if k in cfg},
+        "validation": {"bits_per_event": None if best_val is None else best_val / math.log(2),
+                       "epoch": best.get("epoch"), "step": best.get("step")},
+    }
+
+
+def run(args) -> int:
+    """`leadline export RUN_DIR --out MODEL_DIR [--force]`: the run's best checkpoint (else its last)."""
+    run_dir = Path(args.run_dir)
+    source = run_dir / BEST if (run_dir / BEST).exists() else run_dir / CHECKPOINT
+    ckpt = load_checkpoint(source)
+    card = model_card(ckpt, source)
+    out = write_model_dir(model_from_checkpoint(ckpt), args.out, card, force=args.force)
+    curve = run_dir / "loss.png"
+    if curve.exists():
+        tmp = out / ".loss.png.tmp"
+        shutil.copyfile(curve, tmp)
+        os.replace(tmp, out / "loss.png")
+    bits = card["validation"]["bits_per_event"]
+    print(f"wrote {out} from {source.name} (step {ckpt.get('step')}"
+          + (f", validation {bits:.4f} bits/event)" if bits is not None else ")"))
+    return 0
