@@ -100,8 +100,13 @@ def _walk(root: Path) -> tuple[str, list[tuple[Path, str]]]:
 
 
 def song_key(name: str) -> str:
-    """Song group of a file: its folder and its base name without version marks ('a/Song_2.mid' -> 'a/song')."""
+    """Song group of a file: its own folder's name and its base name without version marks.
+
+    'rock-o-net/a/acdc/TNT_2.mid' -> 'acdc/tnt'. Only the innermost folder counts, so a song lands in the
+    same split whichever folder above it was named as the source.
+    """
     folder, _, base = name.rpartition("/")
+    folder = folder.rpartition("/")[2]
     stem = base.rsplit(".", 1)[0].lower().strip()
     while (short := _VERSION.sub("", stem)) != stem and short:
         stem = short

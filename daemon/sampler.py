@@ -1,0 +1,106 @@
+"""Sampling the next token from logits: grammar, note-range and key masks, temperature, top-p; key estimation.
+
+Masks are built once (again only when the key changes) as additive biases (0 or -inf) over the vocabulary:
+- grammar: after a NOTE only its DUR may follow; a DUR never comes anywhere else; BOS is never sampled;
+- range: NOTE tokens outside `sampling.low..high` are masked;
+- key: NOTE tokens whose pitch class is outside the scale are masked (`set_key`, or none).
+`sample` works in preallocated float64 buffers: no per-token arrays beyond numpy's scalar results.
+Velocity scaling happens at the output, not here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from daemon import codec
+from daemon.config import SCALES, SamplingConfig, note_number, parse_key
+
+_IS_NOTE = codec.TOKEN_KIND == codec.K_NOTE
+_IS_DUR = codec.TOKEN_KIND == codec.K_DUR
+_PITCH = np.where(_IS_NOTE, codec.TOKEN_VALUE, -1)
+
+# Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
+KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
+KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
+
+
+class Sampler:
+    """Draws tokens that keep the codec's grammar, the note range and (optionally) a key."""
+
+    def __init__(self, cfg: SamplingConfig, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(cfg.seed if seed is None else seed)
+        self.low, self.high = note_number(cfg.low), note_number(cfg.high)
+        self.temperature, self.top_p = cfg.temperature, cfg.top_p
+        self.auto_key = cfg.key == "auto"  # the caller feeds `estimate_key` results to `set_key`
+        v = codec.VOCAB_SIZE
+        self._buf, self._sorted, self._cum = np.empty(v), np.empty(v), np.empty(v)
+        self._keep = np.empty(v, bool)
+        self._after_note = np.where(_IS_DUR, 0.0, -np.inf)
+        self._other = np.empty(v)
+        self.key: tuple[int, tuple[int, ...]] | None = None
+        if cfg.key in (None, "auto"):
+            self.set_key(None)
+        else:
+            self.set_key(*parse_key(cfg.key))
+
+    def set_key(self, tonic: int | None, scale: str | tuple[int, ...] = "major") -> None:
+        """Constrain NOTEs to `scale` (a config.SCALES name or intervals) on pitch class `tonic`; None: any."""
+        allowed = _IS_NOTE & (_PITCH >= self.low) & (_PITCH <= self.high)
+        if tonic is None:
+            self.key = None
+        else:
+            intervals = SCALES[scale.lower()] if isinstance(scale, str) else tuple(scale)
+            self.key = (tonic % 12, intervals)
+            in_scale = np.zeros(12, bool)
+            in_scale[[(tonic + i) % 12 for i in intervals]] = True
+            allowed &= in_scale[_PITCH % 12]
+        ok = allowed | ~(_IS_NOTE | _IS_DUR)
+        ok[codec.BOS] = False
+        self._other = np.where(ok, 0.0, -np.inf)
+
+    def set_temperature(self, temperature: float) -> None:
+        self.temperature = min(max(float(temperature), 0.05), 5.0)
+
+    def sample(self, logits: np.ndarray, prev_token: int) -> int:
+        """A token id drawn from `logits` (vocab,) given the previous token."""
+        buf = self._buf
+        np.add(logits, self._after_note if _IS_NOTE[prev_token] else self._other, out=buf)
+        buf -= buf.max()
+        buf *= 1.0 / self.temperature
+        np.exp(buf, out=buf)
+        if self.top_p < 1.0:
+            self._nucleus(buf)
+        cum = np.cumsum(buf, out=self._cum)
+        i = int(cum.searchsorted(self.rng.random() * cum[-1], "right"))
+        return i if i < buf.size else int(buf.argmax())  # u rounded up to the total: the likeliest token
+
+    def _nucleus(self, probs: np.ndarray) -> None:
+        """Zero every token outside the smallest set holding top_p of the mass (unnormalised `probs`)."""
+        s = self._sorted
+        np.copyto(s, probs)
+        s.sort()
+        desc = s[::-1]
+        cum = np.cumsum(desc, out=self._cum)
+        k = int(cum.searchsorted(self.top_p * cum[-1]))
+        np.greater_equal(probs, desc[min(k, desc.size - 1)], out=self._keep)
+        probs *= self._keep
+
+
+def estimate_key(histogram) -> tuple[int, str] | None:
+    """(tonic pitch class, "major" | "minor") best correlated with a 12-bin pitch-class histogram.
+
+    Krumhansl-Kessler key finding: Pearson correlation with the 24 rotated profiles. None when the
+    histogram carries no information (empty or flat).
+    """
+    x = np.asarray(histogram, np.float64).reshape(12)
+    x = x - x.mean()
+    if not np.any(x):
+        return None
+    best, best_r = None, -np.inf
+    for name, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+        p = np.asarray(profile) - np.mean(profile)
+        for tonic in range(12):
+            q = np.roll(p, tonic)
+            r = float(x @ q) / float(np.linalg.norm(x) * np.linalg.norm(q))
+            if r > best_r:
+                best, best_r = (tonic, name), r
+    return best
