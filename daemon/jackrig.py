@@ -48,9 +48,10 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.01):
 class JackServer:
     """A private jackd with the dummy driver; clients find it through the environment it sets."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, log: str | os.PathLike | None = None) -> None:
         self.name = name or f"leadline-test-{os.getpid()}"
         self.proc: subprocess.Popen | None = None
+        self.log = log
 
     @property
     def env(self) -> dict:
@@ -60,9 +61,9 @@ class JackServer:
         need("jackd")
         os.environ["JACK_DEFAULT_SERVER"] = self.name
         os.environ["JACK_NO_START_SERVER"] = "1"
-        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-r", "-d", "dummy", "-r", str(RATE),
-                                      "-p", str(PERIOD)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, env=self.env)
+        out = open(self.log, "w") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-r", "-t", "5000", "-d", "dummy", "-r", str(RATE),
+                                      "-p", str(PERIOD)], stdout=out, stderr=subprocess.STDOUT, env=self.env)
         wait_for(lambda: self.proc.poll() is not None or self.lsp() is not None, 10, "jackd to start")
         if self.proc.poll() is not None:
             raise RigError(f"jackd exited with {self.proc.returncode}")
@@ -132,7 +133,13 @@ class Clock:
                     p.kill()
 
 
-_LINE = re.compile(r"^\s*(\d+):\s*([0-9a-f ]+)$")
+_LINE = re.compile(r"^\s*(\d+):\s*([0-9a-f]{2}(?: [0-9a-f]{2})*)")
+
+
+def _msg_len(status: int) -> int:
+    if status < 0xF0:
+        return 2 if status & 0xE0 == 0xC0 else 3
+    return {0xF2: 3, 0xF1: 2, 0xF3: 2}.get(status, 1)
 
 
 class Listener:
@@ -142,6 +149,7 @@ class Listener:
         need("jack_midi_dump")
         self.name, self.server = name, server
         self.events: list[tuple[int, bytes]] = []
+        self.raw: list[str] = []
         self.proc = subprocess.Popen(["stdbuf", "-oL", "jack_midi_dump", "-a", name], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, env=server.env)
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -150,9 +158,11 @@ class Listener:
 
     def _read(self) -> None:
         for line in self.proc.stdout:
+            self.raw.append(line)
             m = _LINE.match(line)
-            if m:
-                self.events.append((int(m.group(1)), bytes.fromhex(m.group(2))))
+            if m:  # "frame: 90 40 64 note on ..." -> the message's own bytes
+                msg = bytes.fromhex(m.group(2))
+                self.events.append((int(m.group(1)), msg[:_msg_len(msg[0])]))
 
     def listen_to(self, port: str) -> None:
         self.server.connect(port, f"{self.name}:input")

@@ -1,0 +1,115 @@
+"""The model's side of the conversation: feeds heard notes, generates a phrase one token at a time.
+
+One stateful stream: the player's notes and leadline's own notes advance the same LSTM state, one token
+a step, so an answer follows what was just played. `cursor` is the song tick of the last event the state
+has seen. A rolling window of recent tokens re-primes the state in one run (Start, mode change, reload).
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from daemon import codec
+from daemon.codec import Note
+
+MAX_GAP = 2 * 96  # a longer silence is fed as two bars of rest: the model has not seen longer ones
+
+
+class Improviser:
+    """Owns the model state's time cursor and seed window; drives an engine and a sampler."""
+
+    def __init__(self, engine, sampler, window: int = 64) -> None:
+        self.engine, self.sampler = engine, sampler
+        self.window: deque[int] = deque(maxlen=window)
+        self.cursor = 0
+        self.velocity_bin = codec.velocity_bin(80)
+        self.last = codec.BOS
+        self.logits = None
+        self.decoder: codec.Decoder | None = None
+        self.phrase_end = 0
+        self.first = False  # at a phrase's start: no rest before its first note
+        self._no_shift = np.where(codec.kind_mask("SHIFT"), -np.inf, 0.0).astype(np.float32)
+        self._buf = np.empty(codec.VOCAB_SIZE, np.float32)
+        self.steps = 0
+        self.reprime()
+
+    # --- state ---------------------------------------------------------------------------------------
+    def reprime(self, cursor: int | None = None) -> None:
+        """Fresh state primed from BOS + the seed window in one run; the window is kept."""
+        toks = np.fromiter([codec.BOS, *self.window], np.int64)
+        self.logits = self.engine.prime(toks)
+        self.last = int(toks[-1])
+        self.decoder = None
+        if cursor is not None:
+            self.cursor = cursor
+
+    def _advance(self, tok: int) -> None:
+        self.logits = self.engine.step(tok)
+        self.window.append(tok)
+        self.last = tok
+        self.steps += 1
+        if codec.TOKEN_KIND[tok] == codec.K_VEL:
+            self.velocity_bin = int(codec.TOKEN_VALUE[tok])
+
+    def rest_until(self, tick: int) -> None:
+        """Advance the cursor to `tick` with SHIFT tokens (a long gap is shortened to MAX_GAP)."""
+        gap = min(tick - self.cursor, MAX_GAP)
+        for tok in codec.shift_tokens(max(gap, 0)):
+            self._advance(tok)
+        self.cursor = max(self.cursor, tick)
+
+    # --- listening -------------------------------------------------------------------------------------
+    def hear(self, notes: list[Note]) -> None:
+        """Feed completed player notes (sorted by onset); an onset before the cursor is moved to it."""
+        self.decoder = None  # a phrase in progress is interrupted by what the player does
+        for n in notes:
+            onset = max(n.onset, self.cursor)
+            self.rest_until(onset)
+            b = codec.velocity_bin(n.velocity)
+            if b != self.velocity_bin:
+                self._advance(codec.OFFSETS["VEL"] + b)
+            self._advance(codec.OFFSETS["NOTE"] + codec.fold_pitch(n.pitch) - codec.PITCH_LO)
+            self._advance(codec.OFFSETS["DUR"] + int(codec.DUR_INDEX[min(n.duration, codec.MAX_DURATION)]))
+
+    # --- playing ---------------------------------------------------------------------------------------
+    def begin(self, start: int, end: int) -> None:
+        """Start a phrase from tick `start` to `end`."""
+        self.rest_until(start)
+        self.decoder = codec.Decoder(self.cursor, codec.bin_velocity(self.velocity_bin))
+        self.phrase_end = end
+        self.first = True
+
+    @property
+    def playing(self) -> bool:
+        return self.decoder is not None
+
+    def ahead(self) -> int:
+        """The tick up to which the current phrase has been generated."""
+        return self.decoder.cursor if self.decoder is not None else self.cursor
+
+    def next_note(self, max_steps: int = 16) -> Note | None:
+        """Sample up to `max_steps` tokens; the first complete note (clipped to the phrase), or None.
+
+        The phrase ends (decoder dropped) when its time cursor reaches the phrase end. Its first note
+        falls on the phrase start: no SHIFT is sampled before it.
+        """
+        d = self.decoder
+        for _ in range(max_steps):
+            logits = np.add(self.logits, self._no_shift, out=self._buf) if self.first else self.logits
+            tok = self.sampler.sample(logits, self.last)
+            self._advance(tok)
+            note = d.feed(tok)
+            self.cursor = d.cursor
+            if d.cursor >= self.phrase_end:
+                self.decoder = None
+                return None
+            if note is not None:
+                self.first = False
+                if note.end > self.phrase_end:
+                    note = Note(note.onset, self.phrase_end - note.onset, note.pitch, note.velocity)
+                return note
+        return None
+
+    def stop(self) -> None:
+        self.decoder = None

@@ -1,0 +1,304 @@
+"""The live loop: one thread owns the clock, the model state and the output; MIDI in arrives on a queue.
+
+Each pass: take what the input callback queued (clock, notes, control), advance the internal clock,
+let the mode decide whether leadline plays, generate just ahead of the song position, and send what is
+due on its predicted tick (slightly early: `engine.lookahead_ms`). Nothing here blocks on MIDI; every
+way out goes through `all_off`, so no note is ever left sounding.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from daemon import codec
+from daemon.clock import ClockEvent, ClockFollower, InternalClock
+from daemon.codec import Note, TICKS_PER_BEAT
+from daemon.improviser import Improviser
+from daemon.modes import MODES, Conductor
+from daemon.sampler import estimate_key
+from daemon.scheduler import KIND_NOTE_OFF, KIND_NOTE_ON, NoteTracker, Scheduler, deadline, sleep_until
+
+log = logging.getLogger(__name__)
+
+HORIZON = TICKS_PER_BEAT  # generate this far ahead of the song position
+LATE_NS = 5_000_000  # a note-on more than this late is skipped, not played late
+WAKE_NS = 1_200_000  # a message due within this is waited for (sleep, then spin) and sent
+
+
+class Stats:
+    """Counters for the status line."""
+
+    def __init__(self) -> None:
+        self.notes_in = self.notes_out = self.interrupts = self.stops = 0
+        self.step_ns = np.zeros(1024, np.int64)
+        self.step_i = 0
+
+    def step_time(self, ns: int) -> None:
+        self.step_ns[self.step_i & 1023] = ns
+        self.step_i += 1
+
+    def step_p99_ms(self) -> float:
+        n = min(self.step_i, 1024)
+        return float(np.percentile(self.step_ns[:n], 99)) / 1e6 if n else 0.0
+
+
+class PlayerNotes:
+    """The player's sounding notes; completed notes come out in onset order for the model."""
+
+    def __init__(self) -> None:
+        self.sounding: dict[int, tuple[int, int]] = {}  # pitch -> (onset tick, velocity)
+        self.done: list[Note] = []
+        self.pc_hist = np.zeros(12)
+
+    def on(self, pitch: int, tick: int, velocity: int) -> None:
+        if pitch in self.sounding:
+            self.off(pitch, tick)
+        self.sounding[pitch] = (tick, velocity)
+        self.pc_hist *= 0.97
+        self.pc_hist[pitch % 12] += 1.0
+
+    def off(self, pitch: int, tick: int) -> None:
+        if pitch in self.sounding:
+            onset, vel = self.sounding.pop(pitch)
+            self.done.append(Note(max(onset, 0), max(tick - onset, 1), pitch, vel))
+
+    def ready(self) -> list[Note]:
+        """Completed notes whose onset precedes every sounding note's (so the stream stays in order)."""
+        if not self.done:
+            return []
+        limit = min((t for t, _ in self.sounding.values()), default=1 << 62)
+        out = sorted((n for n in self.done if n.onset <= limit), key=lambda n: (n.onset, n.pitch))
+        self.done = [n for n in self.done if n.onset > limit]
+        return out
+
+
+class Live:
+    """Everything on the engine thread: clocks, conductor, improviser, output scheduling."""
+
+    def __init__(self, cfg, engine, sampler, send) -> None:
+        self.cfg, self.sampler, self.send = cfg, sampler, send
+        self.follower = ClockFollower.from_config(cfg.clock)
+        self.internal = InternalClock(cfg.clock.bpm)
+        self.external = cfg.clock.source == "external"
+        self.conductor = Conductor(cfg.mode, cfg.respond, cfg.trade, horizon=HORIZON)
+        self.improviser = Improviser(engine, sampler, cfg.seed.window)
+        self.queue = Scheduler()
+        self.tracker = NoteTracker()
+        self.player = PlayerNotes()
+        self.stats = Stats()
+        self.enabled = True
+        self.out_ch = cfg.midi.out_channel - 1
+        self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
+        self.recorder = None
+        self.phrase = None
+
+    # --- clocks ---------------------------------------------------------------------------------------
+    @property
+    def clock(self):
+        return self.follower if self.external else self.internal
+
+    @property
+    def running(self) -> bool:
+        return self.clock.running
+
+    def start(self, now_ns: int) -> None:
+        if not self.external:
+            self.internal.start(now_ns)
+        if self.recorder:
+            self.recorder.begin(self.clock.bpm)
+
+    def now_tick(self) -> int:
+        return max(self.clock.tick, 0)
+
+    # --- input ------------------------------------------------------------------------------------------
+    def handle(self, t_ns: int, msg: list[int]) -> None:
+        status = msg[0]
+        if status >= 0xF0:
+            if status in (0xF8, 0xFA, 0xFB, 0xFC, 0xF2) and self.cfg.clock.source != "internal":
+                self._clock_message(t_ns, status, msg)
+            return
+        ch, kind = status & 0x0F, status & 0xF0
+        if len(msg) < 3 and kind not in (0xC0, 0xD0):
+            return
+        if kind == 0xB0:
+            self._control(ch, msg[1], msg[2])
+        elif kind in (0x80, 0x90) and (self.cfg.midi.in_channel in (0, ch + 1)):
+            self._note(t_ns, ch, msg[1], msg[2] if kind == 0x90 else 0)
+
+    def _clock_message(self, t_ns: int, status: int, msg: list[int]) -> None:
+        if not self.external:
+            if status != 0xF8 and status != 0xFA:
+                return
+            log.info("external MIDI clock detected: following it")
+            self.all_off()
+            self.external = True
+        ev = self.follower.feed(t_ns, status, msg[1:])
+        if ev == ClockEvent.TICK:
+            if len(self.queue):
+                self.queue.retime(self.deadline)
+        elif ev == ClockEvent.START:
+            self.on_start()
+        elif ev == ClockEvent.STOP:
+            self.on_stop("Stop")
+        elif ev == ClockEvent.CONTINUE:
+            self.conductor.reset()
+
+    def _note(self, t_ns: int, ch: int, pitch: int, velocity: int) -> None:
+        tick = int(round(self.clock.tick_at(t_ns))) if self.running else self.now_tick()
+        if self.cfg.midi.passthrough:
+            self.send([(0x90 if velocity else 0x80) | ch, pitch, velocity])
+            self.tracker.note_on(ch, pitch) if velocity else self.tracker.note_off(ch, pitch)
+        if velocity:
+            self.stats.notes_in += 1
+            self.player.on(pitch, tick, velocity)
+            if self.conductor.player_on(tick):
+                self.interrupt()
+        else:
+            self.player.off(pitch, tick)
+            self.conductor.player_off(tick)
+            ready = self.player.ready()
+            if ready:
+                self.improviser.hear(ready)
+                if self.recorder:
+                    self.recorder.add("player", ready)
+
+    def _control(self, ch: int, cc: int, value: int) -> None:
+        c = self.cfg.control
+        if cc in (120, 123):
+            self.interrupt()
+        if c.channel not in (0, ch + 1):
+            return
+        if cc == c.temperature_cc:
+            self.sampler.set_temperature(0.2 + 1.8 * value / 127)
+        elif cc == c.mode_cc:
+            self.set_mode(MODES[min(value * 3 // 128, 2)])
+        elif cc == c.enable_cc:
+            self.enabled = value >= 64
+            if not self.enabled:
+                self.interrupt()
+        elif cc == c.panic_cc and value > 0:
+            self.interrupt()
+
+    # --- transport ----------------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self.all_off()
+        self.conductor.reset()
+        self.improviser.reprime(cursor=0)
+        if self.recorder:
+            self.recorder.begin(self.clock.bpm)
+
+    def on_stop(self, why: str) -> None:
+        log.info("stopping (%s): all notes off", why)
+        self.stats.stops += 1
+        self.all_off()
+        self.conductor.reset()
+        if self.recorder:
+            self.recorder.flush()
+
+    def set_mode(self, mode: str) -> None:
+        if mode != self.conductor.mode:
+            log.info("mode: %s", mode)
+            self.all_off()
+            self.conductor.set_mode(mode)
+            self.improviser.reprime()
+
+    def interrupt(self) -> None:
+        """The player plays again (or panic): drop what is scheduled and silence leadline now."""
+        self.stats.interrupts += 1
+        self.improviser.stop()
+        self.phrase = None
+        self.queue.cancel_all()
+        self._release_notes()
+
+    def _release_notes(self) -> None:
+        for msg in self.tracker.all_off_messages(self.out_ch):
+            self.send(msg)
+
+    def all_off(self) -> None:
+        """Every stop path: cancel scheduled notes, note-off for each sounding note, All Notes Off."""
+        self.improviser.stop()
+        self.phrase = None
+        self.queue.cancel_all()
+        self._release_notes()
+
+    # --- one pass ---------------------------------------------------------------------------------------
+    def tick(self, now_ns: int) -> None:
+        """Clock upkeep, generation and sending for one pass of the loop."""
+        if not self.external:
+            while self.internal.poll(now_ns) == ClockEvent.TICK:
+                if self.cfg.clock.send_clock:
+                    self.send([0xF8])
+        elif self.follower.running and self.follower.timed_out(now_ns, self.cfg.clock.timeout_ms):
+            self.follower.running = False
+            self.on_stop("clock dropout")
+        if self.running and self.enabled:
+            self._generate()
+        self.dispatch(time.perf_counter_ns())
+
+    def _generate(self) -> None:
+        now = self.now_tick()
+        phrase = self.conductor.phrase(now)
+        if phrase is None:
+            return
+        imp = self.improviser
+        if not imp.playing and phrase is not self.phrase:
+            self.phrase = phrase
+            if self.cfg.sampling.key == "auto":
+                key = estimate_key(self.player.pc_hist)
+                self.sampler.set_key(*(key or (None,)))
+            imp.begin(max(phrase.start, now + 1), phrase.end)
+        budget = 8
+        while imp.playing and imp.ahead() <= now + HORIZON and budget:
+            t0 = time.perf_counter_ns()
+            steps = imp.steps
+            note = imp.next_note(max_steps=4)
+            if imp.steps > steps:
+                self.stats.step_time((time.perf_counter_ns() - t0) // (imp.steps - steps))
+            budget -= 1
+            if note is not None:
+                self.schedule(note)
+
+    def schedule(self, note: Note) -> None:
+        vel = min(127, max(1, round(note.velocity * self.cfg.sampling.velocity_scale)))
+        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, note.onset, note.end, self.lookahead_ns)
+        if self.recorder:
+            self.recorder.add("leadline", [Note(note.onset, note.duration, note.pitch, vel)])
+
+    def deadline(self, tick: int) -> int:
+        return deadline(self.clock, tick, self.lookahead_ns)
+
+    def dispatch(self, now_ns: int) -> None:
+        """Send every message whose deadline has come (waiting out the last ~1 ms); skip late note-ons."""
+        q, tr = self.queue, self.tracker
+        while True:
+            head = q.peek()
+            if head is None or head.deadline_ns > now_ns + WAKE_NS:
+                return
+            now_ns = sleep_until(head.deadline_ns)
+            item = q.pop()
+            msg = item.msg
+            if item.kind == KIND_NOTE_ON:
+                if now_ns - item.deadline_ns > LATE_NS:
+                    q.late += 1
+                    continue
+                for off in tr.note_on(msg[0] & 0x0F, msg[1]):
+                    self.send(off)
+                self.stats.notes_out += 1
+                self.send(msg)
+            elif item.kind == KIND_NOTE_OFF:
+                if tr.note_off(msg[0] & 0x0F, msg[1]):
+                    self.send(msg)
+            else:
+                self.send(msg)
+
+    def next_wake(self, now_ns: int) -> int:
+        """When the loop must be awake next: the next send, the next internal tick, or 5 ms."""
+        wake = now_ns + 5_000_000
+        head = self.queue.peek()
+        if head is not None:
+            wake = min(wake, head.deadline_ns)
+        if not self.external and self.internal.running:
+            wake = min(wake, self.internal.next_tick_ns())
+        return wake

@@ -1,0 +1,97 @@
+"""Writing notes to standard MIDI files: offline answers and recorded sessions, never overwriting.
+
+Notes are in codec grid ticks (24 a beat); files are written at 480 ticks a beat with one track per part
+(e.g. "player" and "leadline"), the tempo in the first track, atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import mido
+
+from daemon.codec import TICKS_PER_BEAT, Note
+
+FILE_PPQ = 480
+PROGRAMS = {"player": 29, "leadline": 30}  # overdriven / distortion guitar
+
+
+def _track(name: str, notes: list[Note], channel: int, program: int, scale: int) -> mido.MidiTrack:
+    events = []
+    for n in notes:
+        events.append((n.onset * scale, 1, mido.Message("note_on", channel=channel, note=n.pitch,
+                                                         velocity=n.velocity)))
+        events.append((n.end * scale, 0, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
+    events.sort(key=lambda e: (e[0], e[1]))  # at the same time, note-offs before note-ons
+    track = mido.MidiTrack([mido.MetaMessage("track_name", name=name),
+                            mido.Message("program_change", channel=channel, program=program)])
+    now = 0
+    for t, _, msg in events:
+        track.append(msg.copy(time=t - now))
+        now = t
+    return track
+
+
+def to_midifile(parts: dict[str, list[Note]], bpm: float) -> mido.MidiFile:
+    """A type-1 MidiFile with a tempo track and one track per part, each on its own channel."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=FILE_PPQ)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)),
+                                      mido.MetaMessage("time_signature", numerator=4, denominator=4)]))
+    scale = FILE_PPQ // TICKS_PER_BEAT
+    for ch, (name, notes) in enumerate(parts.items()):
+        mid.tracks.append(_track(name, notes, ch, PROGRAMS.get(name, 29), scale))
+    return mid
+
+
+def write(path: str | Path, parts: dict[str, list[Note]], bpm: float) -> Path:
+    """Write `parts` to `path` atomically (replacing `path` if it exists)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            to_midifile(parts, bpm).save(file=f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def session_path(folder: str | Path, when: float | None = None) -> Path:
+    """A new file name in `folder` from the date and time; never one that exists."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(when))
+    folder = Path(folder)
+    path, n = folder / f"leadline_{stamp}.mid", 1
+    while path.exists():
+        n += 1
+        path = folder / f"leadline_{stamp}_{n}.mid"
+    return path
+
+
+class Recorder:
+    """Collects a session's notes per part; `flush` writes them to a new dated file (Stop, exit)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.bpm = 120.0
+        self.parts: dict[str, list[Note]] = {"player": [], "leadline": []}
+        self.written: list[Path] = []
+
+    def begin(self, bpm: float) -> None:
+        self.bpm = bpm
+        for notes in self.parts.values():
+            notes.clear()
+
+    def add(self, part: str, notes: list[Note]) -> None:
+        self.parts[part].extend(notes)
+
+    def flush(self) -> Path | None:
+        if not any(self.parts.values()):
+            return None
+        path = write(session_path(self.folder), self.parts, self.bpm)
+        self.written.append(path)
+        self.begin(self.bpm)
+        return path

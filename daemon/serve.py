@@ -1,0 +1,134 @@
+"""`leadline serve`: set everything up, open the ports, run the live loop, and always leave silence behind.
+
+Order: settings, model (loaded and warmed up with one inference), sampler, MIDI backend; then `gc.freeze()`
+and the ports open in a `with` block. SIGTERM and Ctrl-C end the loop cleanly (exit 0); every way out,
+an exception included, sends note-offs for sounding notes and All Notes Off before the ports close.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from daemon import config
+from daemon.engine import load_model, make_engine
+from daemon.live import Live
+from daemon.ports import InputQueue, MidiIO, choose_api
+from daemon.recording import Recorder
+from daemon.sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+
+def settings(args) -> config.Config:
+    overrides = list(args.overrides)
+    for key, value in (("engine.model", args.model), ("midi.api", args.api), ("mode", args.mode),
+                       ("record.dir", args.record)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return config.load(args.config, overrides)
+
+
+class Status:
+    """The one-line live status: rewritten in place on a terminal, a log line every 10 s otherwise."""
+
+    def __init__(self, live: Live, inq: InputQueue, engine_name: str) -> None:
+        self.live, self.inq, self.engine_name = live, inq, engine_name
+        self.tty = sys.stderr.isatty()
+        self.every_ns = 500_000_000 if self.tty else 10_000_000_000
+        self.next_ns = 0
+
+    def line(self) -> str:
+        lv, s = self.live, self.live.stats
+        src = "ext" if lv.external else "int"
+        state = "playing" if lv.running else "stopped"
+        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} | in {s.notes_in} "
+                f"out {s.notes_out} | step p99 {s.step_p99_ms():.2f} ms ({self.engine_name}) | "
+                f"late {lv.queue.late} dropped {self.inq.dropped}")
+
+    def maybe(self, now_ns: int) -> None:
+        if now_ns < self.next_ns:
+            return
+        self.next_ns = now_ns + self.every_ns
+        if self.tty:
+            sys.stderr.write("\r" + self.line()[:160] + "\x1b[K")
+            sys.stderr.flush()
+        else:
+            log.warning("status: %s", self.line())
+
+
+class _Signals:
+    """SIGTERM/SIGINT set a flag the loop checks; the previous handlers come back afterwards."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.old = {}
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.old[sig] = signal.signal(sig, self._set)
+        return self
+
+    def _set(self, signum, _frame) -> None:
+        self.stop = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+
+def loop(live: Live, inq: InputQueue, status: Status, sig: _Signals, duration_s: float) -> None:
+    end = time.perf_counter_ns() + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
+    live.start(time.perf_counter_ns())
+    while not sig.stop:
+        now = time.perf_counter_ns()
+        if now >= end:
+            break
+        item = inq.get(0)
+        while item is not None:
+            live.handle(*item)
+            item = inq.get(0)
+        live.tick(now)
+        status.maybe(now)
+        wait = live.next_wake(time.perf_counter_ns()) - time.perf_counter_ns() - 1_000_000
+        if wait > 0:
+            item = inq.get(min(wait, 5_000_000) / 1e9)
+            if item is not None:
+                live.handle(*item)
+
+
+def run(args) -> int:
+    cfg = settings(args)
+    sys.setswitchinterval(cfg.engine.switch_interval_ms / 1000.0)
+    model = load_model(Path(cfg.engine.model))
+    engine = make_engine(cfg.engine, model)
+    sampler = Sampler(cfg.sampling)
+    engine.warm_up()
+    api, api_name = choose_api(cfg.midi.api)
+    inq = InputQueue(cfg.midi.queue_size)
+    live = Live(cfg, engine, sampler, send=lambda m: None)
+    if cfg.record.dir:
+        live.recorder = Recorder(cfg.record.dir)
+    status = Status(live, inq, engine.describe())
+    with _Signals() as sig, MidiIO(cfg.midi, api, api_name, inq.callback) as io:
+        live.send = io.send
+        gc.collect()
+        gc.freeze()
+        log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
+                    cfg.mode, io.in_name, io.out_name, api_name)
+        try:
+            loop(live, inq, status, sig, getattr(args, "duration", 0.0))
+        except BaseException:
+            log.error("the live loop failed: all notes were sent off; the error follows")
+            raise
+        finally:
+            live.all_off()
+            if live.recorder:
+                live.recorder.flush()
+            if status.tty:
+                sys.stderr.write("\n")
+    log.warning("leadline stopped: %s", status.line())
+    return 0

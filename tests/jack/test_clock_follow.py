@@ -1,0 +1,97 @@
+"""The clock follower on a real JACK port: jack_midi_clock at 90, 120, 160 BPM and across a change.
+
+The same input path as the daemon: python-rtmidi's callback stamps each message into an InputQueue,
+and a ClockFollower is fed from the queue. The reference tempo is the least-squares line through the
+arrival times of the ticks of each steady stretch: JACK's dummy driver keeps its frame count exact but
+can run a little slow against the wall clock on a loaded machine, and wall-clock time is what a
+follower (and the music) lives in. That reference must itself be within 2% of the nominal tempo.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import rtmidi
+
+from daemon.clock import ClockFollower
+from daemon.jackrig import Clock
+from daemon.ports import InputQueue
+
+
+class Follow:
+    def __init__(self, jack, name="follow"):
+        self.q = InputQueue(100_000)
+        self.min = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=name)
+        self.min.ignore_types(sysex=True, timing=False, active_sense=True)
+        self.min.set_callback(self.q.callback)
+        self.min.open_virtual_port("in")
+        jack.wait_port(f"{name}:in")
+        self.port = f"{name}:in"
+        self.follower = ClockFollower()
+        self.bpms: list[tuple[int, float]] = []  # (song tick, bpm estimate) after each tick
+        self.times: list[tuple[int, int]] = []  # (song tick, arrival ns)
+
+    def pump(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            item = self.q.get(0.01)
+            if item is not None:
+                t, msg = item
+                if self.follower.feed(t, msg[0], msg[1:]) == 1 and self.follower.running:
+                    self.bpms.append((self.follower.tick, self.follower.bpm))
+                    self.times.append((self.follower.tick, t))
+
+    def fitted_bpm(self, first: int, last: int) -> float:
+        """Tempo of the least-squares line through the arrival times of ticks first..last."""
+        pts = np.array([(k, t) for k, t in self.times if first <= k <= last], float)
+        slope = np.polyfit(pts[:, 0], pts[:, 1], 1)[0]
+        return 60e9 / (24 * slope)
+
+    def close(self):
+        self.min.close_port()
+        self.min.delete()
+
+
+@pytest.fixture
+def follow(jack):
+    f = Follow(jack)
+    yield f
+    f.close()
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 160.0])
+def test_follows_steady_tempo(jack, follow, bpm):
+    clock = Clock(jack, bpm)
+    try:
+        jack.connect(Clock.PORT, follow.port)
+        clock.start()
+        follow.pump(2.5)
+    finally:
+        clock.close()
+    assert follow.follower.tick > 48
+    truth = follow.fitted_bpm(0, follow.follower.tick)
+    assert abs(truth - bpm) < 0.02 * bpm, f"the clock itself ran at {truth:.2f} BPM"
+    late = [b for t, b in follow.bpms if t >= 24]
+    assert max(abs(b - truth) for b in late) <= 0.5, f"{min(late):.2f}..{max(late):.2f} BPM vs {truth:.2f}"
+
+
+def test_follows_a_tempo_change_within_a_beat(jack, follow):
+    clock = Clock(jack, 120.0)
+    try:
+        jack.connect(Clock.PORT, follow.port)
+        clock.start()
+        follow.pump(1.5)
+        clock.tempo(160.0)
+        follow.pump(2.0)
+    finally:
+        clock.close()
+    # the real change: the first tick interval that is clearly shorter than 120 BPM's 20.8 ms
+    times = follow.times
+    change = next(t1 for (t0, a), (t1, b) in zip(times, times[1:]) if b - a < 18_200_000)
+    truth = follow.fitted_bpm(change + 1, follow.follower.tick)
+    assert abs(truth - 160.0) < 0.02 * 160.0, f"the clock itself ran at {truth:.2f} BPM"
+    settled = [b for t, b in follow.bpms if t >= change + 24]
+    assert len(settled) > 24, "too few ticks after the change"
+    assert max(abs(b - truth) for b in settled) <= 0.5, (
+        f"one beat after the change at tick {change}: {min(settled):.2f}..{max(settled):.2f} BPM vs {truth:.2f}")
