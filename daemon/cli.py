@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="split of a cache to evaluate (default: test)")
     s.add_argument("--json", help="also write the report as JSON here")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--phrases", type=int, default=100, help="seed phrases to continue for the generation "
+                   "measures (default: 100)")
     return p
 
 

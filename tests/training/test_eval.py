@@ -1,0 +1,90 @@
+"""Evaluation: baselines (proper distributions, Markov beats unigram on real data), features, the report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from daemon import codec
+from daemon.cli import main
+from training import cache, features
+from training.markov import Markov, Unigram
+
+KEYS = {"nll_bits_per_event", "top1", "top5", "unigram_nll_bits_per_event", "markov_nll_bits_per_event",
+        "markov_order", "improvement_vs_markov", "n_events", "n_sequences", "oa", "oa_reference",
+        "copy_longest_p95", "model", "codec_version", "data", "train_data", "generation"}
+
+
+def test_markov_is_a_proper_distribution_at_every_order():
+    rng = np.random.default_rng(0)
+    train = [np.r_[codec.BOS, rng.integers(1, 12, 300)] for _ in range(5)]
+    ctx = [codec.BOS, 3, 4, 5, 3, 4]
+    for method, order in (("kn", 0), ("kn", 2), ("kn", 6), ("ppmc", 3)):
+        m = Markov(max_order=6, order=order, method=method).fit(train)
+        n = len(ctx)  # targets of ctx + [x]: everything after the BOS
+        before = m.nll_bits([np.array(ctx)]) * (n - 1)
+        p = [2.0 ** -(m.nll_bits([np.array(ctx + [x])]) * n - before) for x in range(codec.VOCAB_SIZE)]
+        assert sum(p) == pytest.approx(1.0, abs=1e-9)
+    u = Unigram().fit(train)
+    assert np.exp2(u.logp).sum() == pytest.approx(1.0)
+
+
+def test_markov_learns_a_repeated_riff_and_resets_at_bos():
+    riff = [10, 20, 30, 40, 50, 60, 70]
+    train = [np.array([codec.BOS] + riff * 20)]
+    m = Markov(max_order=4).fit(train)
+    bits = m.order_bits(train)
+    assert bits[0] > 2.5 and bits[3] < 0.3  # order 0 sees 7 symbols; order >= 1 predicts the riff
+    assert m.select_order(train) >= 1
+
+
+def test_markov_beats_unigram_on_real_data(tiny_cache):
+    c = cache.load(tiny_cache)
+    train, val, test = c.sequences("train"), c.sequences("val"), c.sequences("test")
+    m = Markov().fit(train)
+    m.select_order(val)
+    assert m.nll_bits(test) < Unigram().fit(train).nll_bits(test) < np.log2(codec.VOCAB_SIZE)
+
+
+def test_longest_copies_stay_inside_training_sequences():
+    train = [np.array([1, 2, 3, 4, 5, 6]), np.array([7, 8, 9])]
+    gen = [np.array([9, 3, 4, 5, 1]), np.array([6, 7, 8]), np.array([10, 11])]
+    assert features.longest_copies(gen, train).tolist() == [3, 2, 0]
+
+
+def test_overlap_area_of_a_set_with_itself_is_high_and_of_a_shifted_set_low():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=300), rng.normal(size=300)
+    assert features.overlap_area(a, b) > 0.85 and features.overlap_area(a, b + 4) < 0.1
+
+
+def test_eval_report_on_a_cache(trained_model, tiny_cache, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["eval", "--model", str(trained_model), "--data", str(tiny_cache), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert KEYS <= set(r)
+    test = cache.load(tiny_cache).sequences("test")
+    assert r["n_sequences"] == len(test) and r["n_events"] == sum(len(s) - 1 for s in test)
+    assert r["markov_nll_bits_per_event"] < r["unigram_nll_bits_per_event"]
+    assert r["nll_bits_per_event"] < np.log2(codec.VOCAB_SIZE) and 0 < r["top1"] <= r["top5"] <= 1
+    assert r["train_data"]["inputs"] == [str(tiny_cache)]  # found through the model card
+    assert "Markov (order" in capsys.readouterr().out
+
+
+def test_eval_on_midi_folders_measures_generation(trained_model, tiny_cache, wjd16, tmp_path):
+    """Raw folders: every lead line is evaluated (all splits), and 32-note seeds are continued."""
+    out = tmp_path / "report.json"
+    args = ["eval", "--model", str(trained_model), "--data", str(wjd16), "--train-data", str(tiny_cache),
+            "--json", str(out), "--phrases", "12", "--seed", "1"]
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["data"]["kind"] == "midi" and r["n_sequences"] == len(cache.load(tiny_cache).sequences("train", False)
+                                                                   + cache.load(tiny_cache).sequences("val")
+                                                                   + cache.load(tiny_cache).sequences("test"))
+    assert r["generation"]["phrases"] == 12
+    for key in ("oa", "oa_reference"):
+        assert set(r[key]) == set(features.FEATURES) | {"mean"}
+        assert all(0.0 <= v <= 1.0 for v in r[key].values())
+    assert r["copy_longest_p95"] >= 1
+    assert main(args[:-1] + ["1"]) == 0 and json.loads(out.read_text())["oa"] == r["oa"]  # seeded

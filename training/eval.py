@@ -1,0 +1,289 @@
+"""`leadline eval`: an exported model's held-out bits/event and accuracy against unigram and Markov baselines,
+and the quality (Yang & Lerch overlap areas) and originality (longest copy) of its continuations.
+
+The model runs as it ships: the exported model.onnx under onnxruntime, sequences batched, the state carried
+from window to window, every sequence scored from a zero state at its BOS (the baselines likewise). Eval data
+is a cache (its `--split`) or MIDI folders, ingested on the fly with the model's data rules; of folders every
+lead line is evaluated, whatever split the song hash gives it. Baselines train on the training split of
+`--train-data` (default: the training cache, else the sources, recorded in the model card); the Markov
+order is chosen on that data's validation split.
+
+Generation: for up to `--phrases` eval sequences with enough notes, the first 32 notes are the seed and the
+model continues for as many notes as the real continuation (at most 64), sampled with `daemon.sampler`
+(grammar mask, temperature 1.0, top-p 0.95, seeded).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from daemon import codec, config, engine
+from daemon.errors import UserError
+from daemon.sampler import Sampler
+from training import cache as cache_mod
+from training import features
+from training.dataset import IGNORE, PAD_INPUT
+from training.markov import Markov, Unigram
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+SEED_NOTES, MAX_NOTES, MIN_NOTES = 32, 64, 8
+MIN_PHRASES = 10  # fewer: the distance distributions (and the half-vs-half reference) mean nothing
+TEMPERATURE, TOP_P = 1.0, 0.95
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+def resolve(path: str | Path) -> Path | None:
+    """`path` as given (absolute or relative to the cwd), else relative to the repository root; None if absent."""
+    for p in (Path(path), REPO / path):
+        if p.exists():
+            return p
+    return None
+
+
+def load_data(inputs: list[str], data_cfg: config.DataConfig) -> tuple[cache_mod.Cache, str]:
+    """A cache directory (loaded) or MIDI files/folders (ingested now): the cache and 'cache' or 'midi'."""
+    paths = []
+    for p in inputs:
+        if (r := resolve(p)) is None:
+            raise UserError(f"{p}: no such cache or MIDI folder")
+        paths.append(r)
+    is_cache = [cache_mod.is_cache(p) for p in paths]
+    if all(is_cache):
+        if len(paths) > 1:
+            raise UserError(f"{' '.join(inputs)}: give one cache directory (or MIDI folders, not caches)")
+        return cache_mod.load(paths[0]), "cache"
+    if any(is_cache):
+        raise UserError(f"{' '.join(inputs)}: mixes a cache with MIDI folders; give one or the other")
+    from training import ingest
+
+    return ingest.build([str(p) for p in paths], data_cfg, progress=True), "midi"
+
+
+def all_sequences(c: cache_mod.Cache) -> list[np.ndarray]:
+    """Every untransposed sequence of a cache, whatever its split."""
+    return [c.tokens[r["start"]:r["end"]] for r in c.index if r["transpose"] == 0]
+
+
+def default_train_data(card: dict) -> list[str]:
+    """The model card's training cache if it is here, else its MIDI sources."""
+    d = card.get("training", {}).get("data", {})
+    for p in (d.get("cache"), d.get("cache_abs")):
+        if p and (r := resolve(p)) is not None and cache_mod.is_cache(r):
+            return [str(r)]
+    sources = [resolve(s) for s in d.get("sources", [])]
+    if sources and all(sources):
+        return [str(s) for s in sources]
+    raise UserError(f"the model card's training data ({d.get('cache') or d.get('sources') or 'none recorded'})"
+                    f" is not here; pass --train-data CACHE_OR_FOLDERS")
+
+
+def eval_config(args, card: dict) -> config.Config:
+    """Settings from --config/--set; without --config the data rules default to the model's own."""
+    recorded = card.get("config", {}).get("data", {}) if not args.config else {}
+    rules = [f"data.{k}={json.dumps(v)}" for k, v in recorded.items()]
+    return config.load(args.config, rules + list(args.overrides))
+
+
+# --- likelihood -----------------------------------------------------------------------------------------
+
+def token_stats(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[nll nats, top-1 hits, top-5 hits, events] over the targets `y` (IGNORE skipped) of `logits`."""
+    m = y != IGNORE
+    lg, tgt = logits[m].astype(np.float64), y[m]
+    mx = lg.max(axis=1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1))
+    at = lg[np.arange(len(tgt)), tgt]
+    higher = (lg > at[:, None]).sum(axis=1)
+    return np.array([float((lse - at).sum()), (higher == 0).sum(), (higher < 5).sum(), len(tgt)], np.float64)
+
+
+def score(sess, info: engine.ModelInfo, seqs: list[np.ndarray], batch: int = 16, window: int = 512) -> dict:
+    """bits/event, top-1 and top-5 accuracy of the ONNX model over `seqs` (each from a zero state)."""
+    from tqdm import tqdm
+
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    total = np.zeros(4)
+    for i in tqdm(range(0, len(order), batch), desc="score", unit="batch", leave=False):
+        group = [np.asarray(seqs[j], np.int64) for j in order[i:i + batch]]
+        width = max(len(s) for s in group) - 1
+        x = np.full((len(group), width), PAD_INPUT, np.int64)
+        y = np.full((len(group), width), IGNORE, np.int64)
+        for b, s in enumerate(group):
+            x[b, :len(s) - 1], y[b, :len(s) - 1] = s[:-1], s[1:]
+        h = c = np.zeros(info.state_shape(len(group)), np.float32)
+        for t in range(0, width, window):
+            logits, h, c = sess.run(None, {"events": x[:, t:t + window], "h": h, "c": c})
+            total += token_stats(logits, y[:, t:t + window])
+    n = max(total[3], 1)
+    return {"nll_bits_per_event": total[0] / n / math.log(2), "top1": total[1] / n, "top5": total[2] / n,
+            "n_events": int(total[3])}
+
+
+# --- generation -----------------------------------------------------------------------------------------
+
+def make_phrases(seqs: list[np.ndarray], limit: int, seed: int) -> list[tuple[np.ndarray, list[codec.Note]]]:
+    """Up to `limit` (seed tokens, real continuation notes) pairs from sequences with enough notes."""
+    picks = []
+    for s in seqs:
+        onset, _, _ = features.token_notes(s)
+        if len(onset) >= SEED_NOTES + MIN_NOTES:
+            picks.append(s)
+    chosen = sorted(np.random.default_rng(seed).permutation(len(picks))[:limit])
+    out = []
+    for i in chosen:
+        s = np.asarray(picks[i], np.int64)
+        kind = codec.TOKEN_KIND[s]
+        notes_at = np.flatnonzero((kind[:-1] == codec.K_NOTE) & (kind[1:] == codec.K_DUR))
+        end = int(notes_at[SEED_NOTES - 1]) + 2  # the seed ends with its 32nd note's DUR
+        real = codec.decode(s)[SEED_NOTES:SEED_NOTES + MAX_NOTES]
+        out.append((s[:end], real))
+    return out
+
+
+def generate(info: engine.ModelInfo, phrases: list, seed: int) -> list[list[codec.Note]]:
+    """Continue each seed for as many notes as its real continuation, all phrases stepped as one batch."""
+    eng = engine.CpuEngine(info, threads=0, batch=len(phrases))
+    states, logits, decoders = [], [], []
+    for tokens, _ in phrases:
+        lg, h, c = eng.run_window(tokens)
+        states.append((h, c))
+        logits.append(lg[-1])
+        decoders.append(codec.Decoder())
+        for t in tokens:
+            decoders[-1].feed(int(t))
+    eng.state = (np.concatenate([h for h, _ in states], 1), np.concatenate([c for _, c in states], 1))
+    sampler = Sampler(config.SamplingConfig(temperature=TEMPERATURE, top_p=TOP_P, low="C1", high="B7"), seed=seed)
+    want = [len(real) for _, real in phrases]
+    out: list[list[codec.Note]] = [[] for _ in phrases]
+    prev = [int(tokens[-1]) for tokens, _ in phrases]
+    rows = np.stack(logits)
+    for _ in range(12 * max(want) + 64):
+        toks = np.array([sampler.sample(rows[b], prev[b]) for b in range(len(phrases))], np.int64)
+        for b, t in enumerate(toks):
+            if len(out[b]) < want[b] and (note := decoders[b].feed(int(t))) is not None:
+                out[b].append(note)
+        if all(len(o) >= w for o, w in zip(out, want)):
+            break
+        rows, prev = eng.step_batch(toks), toks.tolist()
+    return out
+
+
+def quality(phrases: list, generated: list[list[codec.Note]], train: list[np.ndarray], seed: int) -> dict:
+    """Overlap areas (with the real-vs-real reference) and the 95th percentile of the longest copies."""
+    pairs = [(seed_toks, real, gen) for (seed_toks, real), gen in zip(phrases, generated) if gen]
+    if len(pairs) < MIN_PHRASES:
+        return {"oa": None, "oa_reference": None, "copy_longest_p95": None, "copy_longest_p95_real": None,
+                "n_phrases": len(pairs)}
+    real = [features.phrase_features(r) for _, r, _ in pairs]
+    gen = [features.phrase_features(g) for _, _, g in pairs]
+    train_syms = [features.note_symbols(*features.token_notes(s)) for s in train]
+
+    def syms(seed_toks, notes):
+        last = int(features.token_notes(seed_toks)[0][-1])
+        return features.note_symbols([n.onset for n in notes], [n.pitch for n in notes],
+                                     [n.duration for n in notes], prev_onset=last)
+
+    copies = features.longest_copies([syms(s, g) for s, _, g in pairs], train_syms)
+    copies_real = features.longest_copies([syms(s, r) for s, r, _ in pairs], train_syms)
+    return {"oa": features.oa(real, gen), "oa_reference": features.oa_reference(real, seed),
+            "copy_longest_p95": float(np.percentile(copies, 95)),
+            "copy_longest_p95_real": float(np.percentile(copies_real, 95)), "n_phrases": len(pairs)}
+
+
+# --- the whole evaluation -------------------------------------------------------------------------------
+
+def baselines(train: list[np.ndarray], val: list[np.ndarray], test: list[np.ndarray]) -> dict:
+    """Unigram and Markov bits/event on `test`, the Markov order chosen on `val` (else the default)."""
+    uni = Unigram().fit(train)
+    markov = Markov().fit(train)
+    if val:
+        markov.select_order(val)
+    else:
+        log.warning("the training data has no validation split: Markov order %d, not chosen", markov.order)
+    return {"unigram_nll_bits_per_event": uni.nll_bits(test), "markov_nll_bits_per_event": markov.nll_bits(test),
+            "markov_order": markov.order}
+
+
+def evaluate(info: engine.ModelInfo, test: list[np.ndarray], train: list[np.ndarray], val: list[np.ndarray],
+             seed: int = 0, phrases: int = 100) -> dict:
+    """The report's numbers (see `run`) for eval sequences `test` and the baselines' `train` and `val`."""
+    if not test:
+        raise UserError("no sequences to evaluate (empty split or no lead lines in the eval data)")
+    if not train:
+        raise UserError("the baselines' training data has no training sequences; pass another --train-data")
+    sess = engine.session(info.onnx, engine.cpu_options(threads=0), ["CPUExecutionProvider"])
+    report = score(sess, info, test)
+    report["n_sequences"] = len(test)
+    report.update(baselines(train, val, test))
+    markov = report["markov_nll_bits_per_event"]
+    report["improvement_vs_markov"] = (markov - report["nll_bits_per_event"]) / markov
+    chosen = make_phrases(test, phrases, seed)
+    generated = generate(info, chosen, seed) if chosen else []
+    q = quality(chosen, generated, train, seed)
+    report.update({k: v for k, v in q.items() if k != "n_phrases"})
+    report["generation"] = {"phrases": q["n_phrases"], "seed_notes": SEED_NOTES, "max_notes": MAX_NOTES,
+                            "temperature": TEMPERATURE, "top_p": TOP_P, "seed": seed}
+    return report
+
+
+def format_table(r: dict) -> str:
+    """The report as a few readable lines."""
+    m, d = r["model"], r["data"]
+    lines = [f"model   {m['dir']}  ({m['shape'].get('layers')}x{m['shape'].get('hidden')} LSTM, codec "
+             f"{r['codec_version']})",
+             f"data    {' '.join(d['inputs'])} ({d['split']}): {r['n_sequences']} sequences, "
+             f"{r['n_events']:,} events",
+             f"{'':24}{'bits/event':>11}{'top-1':>8}{'top-5':>8}",
+             f"{'LSTM (onnxruntime)':24}{r['nll_bits_per_event']:>11.4f}{r['top1']:>8.3f}{r['top5']:>8.3f}",
+             f"{'Markov (order %d)' % r['markov_order']:24}{r['markov_nll_bits_per_event']:>11.4f}",
+             f"{'unigram':24}{r['unigram_nll_bits_per_event']:>11.4f}",
+             f"improvement vs Markov: {100 * r['improvement_vs_markov']:.1f} %"]
+    g = r["generation"]
+    if r.get("oa"):
+        names = features.FEATURES + ("mean",)
+        short = {"pitch_class_histogram": "PCH", "pitch_range": "range", "mean_abs_interval": "interval",
+                 "ioi_mean": "IOI", "note_length_mean": "length", "mean": "mean"}
+        lines += [f"generation: {g['phrases']} phrases, {g['seed_notes']}-note seeds, T={g['temperature']}, "
+                  f"top-p {g['top_p']}",
+                  f"  {'overlap area':16}" + "".join(f"{short[n]:>9}" for n in names),
+                  f"  {'model vs real':16}" + "".join(f"{r['oa'][n]:>9.3f}" for n in names),
+                  f"  {'real vs real':16}" + "".join(f"{r['oa_reference'][n]:>9.3f}" for n in names),
+                  f"  longest copy from the training data, p95: {r['copy_longest_p95']:.0f} notes "
+                  f"(real continuations: {r['copy_longest_p95_real']:.0f})"]
+    else:
+        lines.append(f"generation: {g['phrases']} eval sequences with {SEED_NOTES + MIN_NOTES}+ notes, "
+                     f"too few to compare (needs {MIN_PHRASES})")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    """`leadline eval --model DIR --data CACHE|FOLDERS... [--train-data ...] [--split test] [--json FILE]`."""
+    info = engine.load_model(args.model)
+    cfg = eval_config(args, info.card)
+    if args.split not in cache_mod.SPLITS:
+        raise UserError(f"--split {args.split!r}: expected one of {', '.join(cache_mod.SPLITS)}")
+    data, kind = load_data(args.data, cfg.data)
+    test = data.sequences(args.split, transposed=False) if kind == "cache" else all_sequences(data)
+    train_inputs = args.train_data or default_train_data(info.card)
+    tdata, tkind = load_data(train_inputs, cfg.data)
+    train, val = tdata.sequences("train"), tdata.sequences("val", transposed=False)
+    if kind == "midi" and tkind == "midi" and {resolve(p) for p in args.data} & {resolve(p) for p in train_inputs}:
+        log.warning("the eval folders are also training sources: part of the eval data is training data")
+    report = evaluate(info, test, train, val, seed=args.seed, phrases=getattr(args, "phrases", 100))
+    report.update(model={"dir": str(args.model), "shape": info.card.get("model", {}),
+                         "validation": info.card.get("validation"), "created": info.card.get("created")},
+                  codec_version=codec.CODEC_VERSION,
+                  data={"inputs": list(args.data), "kind": kind, "split": args.split if kind == "cache" else "all"},
+                  train_data={"inputs": list(train_inputs), "kind": tkind, "train_events": int(sum(map(len, train))),
+                              "train_sequences": len(train), "val_sequences": len(val)})
+    print(format_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return 0

@@ -1,0 +1,466 @@
+"""The training loop: truncated BPTT over a cache's song streams (AdamW, clipping, warm-up + cosine LR).
+
+`Trainer` runs the loop only; validation with early stopping, metrics, checkpoints, the loss plot and the
+progress bar are small callbacks below. Everything that decides the next step is in the
+checkpoint (weights, optimizer, torch RNG states, carried LSTM state, position in the epoch), and the data
+order of an epoch is a function of (seed, epoch), so an interrupted run resumed with `--resume` ends with
+the same weights as an uninterrupted one. Ctrl-C or SIGTERM finish the current step, save, and exit 0.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from daemon import codec, config
+from daemon.errors import UserError
+from training import cache as cache_mod
+from training.dataset import IGNORE, Streams, segments, summary
+from training.model import LeadLSTM, ModelArgs
+
+log = logging.getLogger(__name__)
+LN2 = math.log(2.0)
+CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.jsonl"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: 'cuda' but torch sees no CUDA GPU; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def lr_at(step: int, base: float, total: int, warmup: int, final: float = 0.02) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warm-up, then cosine down to base*final."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def forward_chunk(model: LeadLSTM, x: np.ndarray, h: torch.Tensor, c: torch.Tensor):
+    """Run one chunk carrying (h, c), zeroing a stream's state where it starts a song (reads BOS)."""
+    xt = torch.from_numpy(x).to(h.device)
+    outs = []
+    for a, b, reset in segments(x):
+        if reset.any():
+            keep = torch.from_numpy(~reset).to(h.device, h.dtype).view(1, -1, 1)
+            h, c = h * keep, c * keep
+        logits, h, c = model(xt[:, a:b], h, c)
+        outs.append(logits)
+    return torch.cat(outs, dim=1), h, c
+
+
+def chunk_loss(logits: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy (nats) over a chunk's real targets, and how many there are."""
+    yt = torch.from_numpy(y).to(logits.device)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yt.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, int((y != IGNORE).sum())
+
+
+@torch.no_grad()
+def evaluate(model: LeadLSTM, streams: Streams, device: torch.device) -> float | None:
+    """Mean loss (nats per event) of `streams`, every song scored from a zero state; None if empty."""
+    if not streams.n_events:
+        return None
+    model.eval()
+    h, c = model.init_state(streams.batch, device)
+    total, n = 0.0, 0
+    for i in range(streams.n_chunks(0)):
+        x, y = streams.get(0, i)
+        logits, h, c = forward_chunk(model, x, h, c)
+        loss, k = chunk_loss(logits, y)
+        total, n = total + float(loss), n + k
+    return total / max(n, 1)
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM set `requested`, which the loop checks between steps; a second Ctrl-C raises."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step (signal %d); Ctrl-C again to stop at once", signum)
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """The loop over epochs and chunks; callbacks get `on_step`, `on_epoch_end` and `on_stop(reason)`."""
+
+    def __init__(self, model: LeadLSTM, opt: torch.optim.Optimizer, data: Streams, cfg: config.TrainConfig,
+                 device: torch.device) -> None:
+        self.model, self.opt, self.data, self.cfg, self.device = model, opt, data, cfg, device
+        steps = cfg.epochs * data.n_chunks(0)
+        self.total = min(steps, cfg.max_steps) if cfg.max_steps else steps
+        self.warmup = max(1, min(1000, self.total // 20))
+        self.epoch = self.batch = self.step = 0
+        self.elapsed = 0.0
+        self.state = model.init_state(data.batch, device)
+        self.acc = {"loss": 0.0, "events": 0, "seconds": 0.0}  # this epoch's training so far
+        self.val_loss: float | None = None
+        self.best = {"val_loss": None, "epoch": 0, "step": 0}
+        self.bad_epochs = 0
+        self.improved = False
+        self.finished = False  # early stop, epochs or max_steps reached
+        self.lr = lr_at(0, cfg.lr, self.total, self.warmup)
+        self._t0 = time.perf_counter()
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.batch / max(1, self.data.n_chunks(self.epoch))
+
+    def now_elapsed(self) -> float:
+        return self.elapsed + time.perf_counter() - self._t0
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimizer step on one chunk; returns its mean loss (nats per event)."""
+        t = time.perf_counter()
+        self.model.train()
+        logits, h, c = forward_chunk(self.model, x, *self.state)
+        loss_sum, n = chunk_loss(logits, y)
+        loss = loss_sum / max(n, 1)
+        self.lr = lr_at(self.step, self.cfg.lr, self.total, self.warmup)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.opt.step()
+        self.state = (h.detach(), c.detach())
+        self.step += 1
+        self.acc["loss"] += float(loss_sum.detach())
+        self.acc["events"] += n
+        self.acc["seconds"] += time.perf_counter() - t
+        return float(loss.detach())
+
+    def fit(self, callbacks: list) -> str:
+        """Train until done or interrupted; returns why it stopped ('done', 'early stop', 'interrupted')."""
+        self._t0 = time.perf_counter()
+        with Interrupts() as stop:
+            while not self.finished:
+                n = self.data.n_chunks(self.epoch)
+                while self.batch < n and not self._out_of_steps():
+                    self.train_step(*self.data.get(self.epoch, self.batch))
+                    self.batch += 1
+                    for cb in callbacks:
+                        cb.on_step(self)
+                    if stop.requested:
+                        return self._stop(callbacks, "interrupted")
+                self._end_epoch(n, callbacks)
+                if stop.requested and not self.finished:
+                    return self._stop(callbacks, "interrupted")
+        return self._stop(callbacks, "early stop" if self.bad_epochs >= self.cfg.patience else "done")
+
+    def _out_of_steps(self) -> bool:
+        return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
+
+    def _end_epoch(self, n: int, callbacks: list) -> None:
+        if self.batch >= n:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self.state = self.model.init_state(self.data.batch, self.device)
+        self.finished = self.epoch >= self.cfg.epochs or self._out_of_steps()
+        for cb in callbacks:  # validation first: it may finish the run (early stopping)
+            cb.on_epoch_end(self)
+        self.acc = {"loss": 0.0, "events": 0, "seconds": 0.0}
+
+    def _stop(self, callbacks: list, reason: str) -> str:
+        for cb in callbacks:
+            cb.on_stop(self, reason)
+        return reason
+
+    # --- checkpoint state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything the next step depends on, as tensors and plain values (loads with weights_only)."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"state_dict": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": {"kind": "warmup_cosine", "base_lr": self.cfg.lr, "total": self.total,
+                              "warmup": self.warmup, "lr": self.lr},
+                "step": self.step, "epoch": self.epoch, "batch": self.batch, "rng": rng,
+                "lstm_state": [t.detach().cpu() for t in self.state], "acc": dict(self.acc),
+                "val_loss": self.val_loss, "best_val": self.best["val_loss"], "best": dict(self.best),
+                "bad_epochs": self.bad_epochs, "finished": self.finished, "elapsed": self.now_elapsed()}
+
+    def load_state_dict(self, ck: dict) -> None:
+        self.model.load_state_dict(ck["state_dict"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.step, self.epoch, self.batch = ck["step"], ck["epoch"], ck["batch"]
+        self.state = tuple(t.to(self.device) for t in ck["lstm_state"])
+        self.acc, self.val_loss, self.best = dict(ck["acc"]), ck["val_loss"], dict(ck["best"])
+        self.bad_epochs, self.elapsed = ck["bad_epochs"], ck["elapsed"]
+        self.finished = (self.epoch >= self.cfg.epochs or self._out_of_steps()  # --set may extend a run
+                         or (self.bad_epochs >= self.cfg.patience and ck["finished"]))
+        torch.set_rng_state(ck["rng"]["torch"])
+        if "cuda" in ck["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        self.lr = lr_at(self.step, self.cfg.lr, self.total, self.warmup)
+
+
+# --- callbacks ------------------------------------------------------------------------------------------
+
+class Callback:
+    def on_step(self, t: Trainer) -> None: ...
+    def on_epoch_end(self, t: Trainer) -> None: ...
+    def on_stop(self, t: Trainer, reason: str) -> None: ...
+
+
+class Validator(Callback):
+    """Validation loss after every epoch; tracks the best and stops after `patience` epochs without one."""
+
+    def __init__(self, val: Streams) -> None:
+        self.val = val
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        t.val_loss = evaluate(t.model, self.val, t.device)
+        best = t.best["val_loss"]
+        t.improved = t.val_loss is not None and (best is None or t.val_loss < best)
+        if t.improved:
+            t.best, t.bad_epochs = {"val_loss": t.val_loss, "epoch": t.epochs_done, "step": t.step}, 0
+        elif t.val_loss is not None:
+            t.bad_epochs += 1
+            if t.bad_epochs >= t.cfg.patience:
+                log.info("early stop: no better validation loss for %d epochs", t.bad_epochs)
+                t.finished = True
+
+
+class Metrics(Callback):
+    """Appends one JSON line per epoch to metrics.jsonl."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / METRICS
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        a = t.acc
+        train = a["loss"] / a["events"] if a["events"] else None
+        row = {"epoch": round(t.epochs_done, 4), "step": t.step, "train_loss": train,
+               "train_bits": None if train is None else train / LN2, "val_loss": t.val_loss,
+               "val_bits": None if t.val_loss is None else t.val_loss / LN2,
+               "events_per_s": a["events"] / a["seconds"] if a["seconds"] else None, "lr": t.lr,
+               "elapsed": round(t.now_elapsed(), 2)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info("epoch %.2f step %d: train %s val %s bits/event", row["epoch"], t.step,
+                 _fmt(row["train_bits"]), _fmt(row["val_bits"]))
+
+
+class Checkpointer(Callback):
+    """checkpoint.pt after every epoch and on interrupt; best.pt whenever validation improves."""
+
+    def __init__(self, out: Path, meta: dict) -> None:
+        self.out, self.meta = out, meta
+
+    def save(self, t: Trainer, name: str) -> None:
+        save_atomic({**self.meta, **t.state_dict()}, self.out / name)
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        self.save(t, CHECKPOINT)
+        if t.improved:
+            self.save(t, BEST)
+
+    def on_stop(self, t: Trainer, reason: str) -> None:
+        if reason == "interrupted":
+            self.save(t, CHECKPOINT)
+            log.warning("interrupted at step %d; checkpoint saved in %s", t.step, self.out)
+
+
+class LossPlot(Callback):
+    """loss.png redrawn from metrics.jsonl after every epoch."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        from training.plots import loss_curve
+
+        rows = read_metrics(self.out / METRICS)
+        if rows:
+            loss_curve(rows, self.out / "loss.png", title=f"{t.model.args.layers}x{t.model.args.hidden} LSTM")
+
+
+class Progress(Callback):
+    """tqdm bar over optimizer steps with this epoch's mean loss (bits/event) and training events/s."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.bar = enabled, None
+
+    def on_step(self, t: Trainer) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=t.total, initial=t.step - 1, unit="step", disable=not self.enabled,
+                            dynamic_ncols=True, desc="train")
+        self.bar.update(1)
+        a = t.acc
+        loss = a["loss"] / max(a["events"], 1) / LN2
+        if t.step % 10 == 0 or t.step == 1:
+            self.bar.set_postfix(bits=f"{loss:.3f}", ev_s=f"{a['events'] / max(a['seconds'], 1e-9):.0f}",
+                                 epoch=f"{t.epochs_done:.2f}", refresh=False)
+
+    def on_stop(self, t: Trainer, reason: str) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+# --- run directory -------------------------------------------------------------------------------------
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temporary sibling, then rename: a crash never leaves a half-written checkpoint."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def data_summary(data: cache_mod.Cache, data_path: str | Path) -> dict:
+    """Where the training data came from and how much of it there is, per split."""
+    splits = {}
+    for i, s in enumerate(cache_mod.SPLITS):
+        songs = len(np.unique(data.index["song"][data.index["split"] == i]))
+        splits[s] = {"songs": songs, **summary(data.sequences(s))}
+    return {"cache": str(data_path), "cache_abs": str(Path(data_path).resolve()) if data_path else "",
+            "sources": data.manifest.get("sources", []), "splits": splits}
+
+
+def run_meta(cfg: config.Config, data: cache_mod.Cache, data_path, t: Trainer) -> dict:
+    """The parts of a checkpoint that do not change during a run."""
+    return {"model_args": t.model.args.as_dict(), "config": config.as_dict(cfg),
+            "codec_version": codec.CODEC_VERSION, "data": data_summary(data, data_path),
+            "device": str(t.device), "torch": str(torch.__version__)}
+
+
+def start_run_dir(out: Path, cfg: config.Config) -> None:
+    if (out / CHECKPOINT).exists():
+        raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS).write_text("")
+    (out / "config.json").write_text(json.dumps(config.as_dict(cfg), indent=1) + "\n")
+
+
+def restore(t: Trainer, out: Path, meta: dict) -> None:
+    """Load the run's last checkpoint into `t`, and drop metrics lines written after it."""
+    from training.export import load_checkpoint
+
+    ck = load_checkpoint(out / CHECKPOINT)
+    if ck["model_args"] != meta["model_args"]:
+        raise UserError(f"{out}: the checkpoint's model {ck['model_args']} differs from the config's "
+                        f"{meta['model_args']}; resume without changing train.embed/hidden/layers/dropout")
+    t.load_state_dict(ck)
+    rows = [r for r in read_metrics(out / METRICS) if r["step"] <= t.step]
+    (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "config.json").write_text(json.dumps(meta["config"], indent=1) + "\n")
+    log.info("resumed %s at step %d (epoch %.2f)", out, t.step, t.epochs_done)
+
+
+def resolve_config(args) -> config.Config:
+    """The run's settings: --config and --set, or on --resume the run's config.json with --set on top."""
+    if not args.resume:
+        return config.load(args.config, args.overrides)
+    if args.config:
+        raise UserError("--resume continues with the run's own config.json; change settings with --set")
+    path = Path(args.out) / "config.json"
+    if not path.exists():
+        raise UserError(f"{args.out}: no run to resume (no config.json); start one without --resume")
+    return config.load(path, args.overrides)
+
+
+def make_optimizer(model: LeadLSTM, cfg: config.TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on the weight matrices only (not biases, not the embedding)."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and not name.startswith("embed") else rest).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+
+
+def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device) -> tuple[Trainer, Streams]:
+    """A fresh trainer (seeded model and optimizer) over `data`'s train split, and the validation streams."""
+    tc = cfg.train
+    seed_everything(tc.seed, device)
+    train_seqs = data.sequences("train")
+    if not train_seqs:
+        raise UserError("the cache has no training sequences; rebuild it with more MIDI files or another "
+                        "data.split")
+    model = LeadLSTM(ModelArgs(codec.VOCAB_SIZE, tc.embed, tc.hidden, tc.layers, tc.dropout)).to(device)
+    streams = Streams(train_seqs, tc.batch, tc.chunk, seed=tc.seed)
+    val = Streams(data.sequences("val", transposed=False), tc.batch, tc.chunk, shuffle=False)
+    return Trainer(model, make_optimizer(model, tc), streams, tc, device), val
+
+
+def train(cfg: config.Config, data: cache_mod.Cache, out: str | Path, data_path: str | Path = "",
+          resume: bool = False, progress: bool = True, extra: tuple = ()) -> Trainer:
+    """Train (or resume) a run in directory `out`; `extra` callbacks are added after the standard ones."""
+    out = Path(out)
+    device = pick_device(cfg.train.device)
+    trainer, val = build(cfg, data, device)
+    meta = run_meta(cfg, data, data_path, trainer)
+    if resume:
+        restore(trainer, out, meta)
+    else:
+        start_run_dir(out, cfg)
+    log.info("training %s on %s: %d train events, %d val events, %d steps planned", meta["model_args"],
+             device, trainer.data.n_events, val.n_events, trainer.total)
+    callbacks = [Validator(val), Metrics(out), Checkpointer(out, meta), LossPlot(out),
+                 Progress(progress), *extra]
+    trainer.stop_reason = trainer.fit(callbacks)
+    return trainer
+
+
+def run(args) -> int:
+    """`leadline train --data CACHE --out RUN [--resume] [--config FILE] [--set k=v]`."""
+    cfg = resolve_config(args)
+    data = cache_mod.load(args.data)
+    t = train(cfg, data, args.out, data_path=args.data, resume=args.resume)
+    best = t.best["val_loss"]
+    best_txt = f"best val {best / LN2:.4f} bits/event at step {t.best['step']}" if best is not None else "no val"
+    print(f"{t.stop_reason} at step {t.step} (epoch {t.epochs_done:.2f}, {t.now_elapsed():.0f} s); {best_txt}")
+    if t.stop_reason == "interrupted":
+        print(f"resume with: leadline train --data {args.data} --out {args.out} --resume")
+    return 0
