@@ -213,6 +213,9 @@ def table(results: dict) -> list[str]:
         for key, val in _entries(sec, body):
             if "skipped" in val:
                 lines.append(f"{key:<44} {'-':>9} {'-':>9} {'-':>9}  skipped: {val['skipped']}")
+            elif "p50_ms" not in val:
+                facts = ", ".join(f"{k}={v}" for k, v in val.items() if not isinstance(v, (dict, list)))
+                lines.append(f"{key:<44} {'-':>9} {'-':>9} {'-':>9}  {facts}")
             else:
                 notes = ", ".join(f"{k}={v:.3g}" for k, v in val.items() if k in ("ratio_p50", "speedup_p50",
                                                                                     "per_candidate_us"))
@@ -228,7 +231,11 @@ def _entries(prefix: str, body: dict):
             if "p50_ms" in val or "skipped" in val:
                 yield f"{prefix}.{key}", val
             else:
+                if any(not isinstance(v, (dict, list)) for v in val.values()):
+                    yield f"{prefix}.{key}", val  # plain facts (counts, rates, errors)
                 yield from _entries(f"{prefix}.{key}", val)
+        elif prefix.count(".") == 0 and key == next(iter(body)) and not isinstance(val, (dict, list)):
+            yield prefix, body  # a section that is one flat dict of facts
 
 
 def run(args) -> int:
@@ -265,3 +272,7 @@ def _write(path: Path, report: dict, merge: bool) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+from daemon import bench_jack  # noqa: E402,F401  registers the "jack" section
+from daemon import bench_offline  # noqa: E402,F401  registers "ingest" and "train"

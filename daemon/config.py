@@ -174,7 +174,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     embed: int = 128
-    hidden: int = 384
+    hidden: int = 256
     layers: int = 2
     dropout: float = 0.2
     batch: int = 32

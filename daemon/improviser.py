@@ -80,6 +80,16 @@ class Improviser:
         self.phrase_end = end
         self.first = True
 
+    def catch_up(self, tick: int) -> None:
+        """A phrase whose generation fell behind `tick` rests up to it (nothing is played in the past)."""
+        d = self.decoder
+        if d is not None and d.cursor < tick and d.pending < 0:
+            for tok in codec.shift_tokens(tick - d.cursor):
+                self._advance(tok)
+            d.cursor = self.cursor = tick
+            if tick >= self.phrase_end:
+                self.decoder = None
+
     @property
     def playing(self) -> bool:
         return self.decoder is not None

@@ -101,7 +101,9 @@ class Live:
 
     @property
     def running(self) -> bool:
-        return self.clock.running
+        """The song is rolling and a tick has come (before it, tick times cannot be predicted)."""
+        c = self.clock
+        return c.running and c.tick >= 0 and c.last_tick_ns != 0
 
     def start(self, now_ns: int) -> None:
         if not self.external:
@@ -249,6 +251,7 @@ class Live:
                 key = estimate_key(self.player.pc_hist)
                 self.sampler.set_key(*(key or (None,)))
             imp.begin(max(phrase.start, now + 1), phrase.end)
+        imp.catch_up(now + 1)
         budget = 8
         while imp.playing and imp.ahead() <= now + HORIZON and budget:
             t0 = time.perf_counter_ns()
@@ -282,6 +285,8 @@ class Live:
             if item.kind == KIND_NOTE_ON:
                 if now_ns - item.deadline_ns > LATE_NS:
                     q.late += 1
+                    log.debug("late note: tick %d (now tick %d), %.1f ms late", item.tick, self.clock.tick,
+                              (now_ns - item.deadline_ns) / 1e6)
                     continue
                 for off in tr.note_on(msg[0] & 0x0F, msg[1]):
                     self.send(off)

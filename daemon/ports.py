@@ -167,6 +167,9 @@ class MidiIO:
     def send(self, msg) -> None:
         self.mout.send_message(msg)
 
+    def check(self, now_ns: int) -> None:
+        """Periodic upkeep from the live loop (cheap when there is nothing to do)."""
+
     def connected(self) -> bool:
         """For ports opened by name: whether the peer port still exists."""
         for port, want in ((self.min, self.cfg.connect_in), (self.mout, self.cfg.connect_out)):
@@ -175,6 +178,11 @@ class MidiIO:
         return True
 
     def close(self) -> None:
+        if self.min is not None:
+            # JACK calls the callback on its process thread, which needs the GIL: stop the callbacks and
+            # let an in-flight one finish (sleep releases the GIL) before deactivating the client.
+            self.min.cancel_callback()
+            time.sleep(0.01)
         for port in (self.min, self.mout):
             if port is not None:
                 try:

@@ -80,7 +80,7 @@ class _Signals:
             signal.signal(sig, h)
 
 
-def loop(live: Live, inq: InputQueue, status: Status, sig: _Signals, duration_s: float) -> None:
+def loop(live: Live, io: MidiIO, inq: InputQueue, status: Status, sig: _Signals, duration_s: float) -> None:
     end = time.perf_counter_ns() + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
     live.start(time.perf_counter_ns())
     while not sig.stop:
@@ -93,6 +93,7 @@ def loop(live: Live, inq: InputQueue, status: Status, sig: _Signals, duration_s:
             item = inq.get(0)
         live.tick(now)
         status.maybe(now)
+        io.check(now)
         wait = live.next_wake(time.perf_counter_ns()) - time.perf_counter_ns() - 1_000_000
         if wait > 0:
             item = inq.get(min(wait, 5_000_000) / 1e9)
@@ -120,7 +121,7 @@ def run(args) -> int:
         log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
                     cfg.mode, io.in_name, io.out_name, api_name)
         try:
-            loop(live, inq, status, sig, getattr(args, "duration", 0.0))
+            loop(live, io, inq, status, sig, getattr(args, "duration", 0.0))
         except BaseException:
             log.error("the live loop failed: all notes were sent off; the error follows")
             raise

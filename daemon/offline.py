@@ -1,0 +1,91 @@
+"""`leadline respond IN.mid -o OUT.mid`: the live engine offline, answering the lead material of a file.
+
+The file's lead line (picked as ingestion does) is the player's phrase: it goes through the same
+stateful engine, and leadline answers after `respond.after_beats` of silence, on the next beat, for
+`respond.bars` bars. OUT.mid holds the phrase and the answer on two tracks at the input's tempo.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from daemon import config, midifile, recording
+from daemon.codec import TICKS_PER_BEAT, Note
+from daemon.engine import make_engine
+from daemon.errors import UserError
+from daemon.improviser import Improviser
+from daemon.modes import BAR
+from daemon.sampler import Sampler, estimate_key
+
+log = logging.getLogger(__name__)
+
+
+def file_bpm(path: str | Path) -> float:
+    """The first tempo of a MIDI file in quarter notes a minute (120 when it has none)."""
+    try:
+        import symusic
+
+        tempos = symusic.Score(str(path)).tempos
+        return float(tempos[0].qpm) if len(tempos) else 120.0
+    except Exception:  # the notes were readable; a tempo we cannot read is not worth failing for
+        return 120.0
+
+
+def player_phrase(path: str | Path, data_cfg) -> list[Note]:
+    """The lead material of `path`, from its first note on (UserError when there is none)."""
+    data = midifile.read(path)
+    lead = midifile.pick_lead(data.tracks, data_cfg)
+    if lead is None or not len(lead.line):
+        raise UserError(f"{path}: no lead material found (no guitar, lead or melody track with notes); "
+                        "see data.programs and data.name_patterns")
+    notes = sorted(lead.notes, key=lambda n: (n.onset, n.pitch))
+    first = data.bar_start(notes[0].onset)
+    return [Note(n.onset - first, n.duration, n.pitch, n.velocity) for n in notes]
+
+
+def answer(improviser: Improviser, phrase: list[Note], after_beats: float, bars: int,
+           sampler: Sampler | None = None, auto_key: bool = False) -> list[Note]:
+    """Feed `phrase`, then generate the answer: it starts on the first beat after the silence."""
+    improviser.hear(phrase)
+    if auto_key and sampler is not None:
+        hist = np.bincount([n.pitch % 12 for n in phrase], minlength=12)
+        key = estimate_key(hist)
+        sampler.set_key(*(key or (None,)))
+    last_end = max(n.end for n in phrase)
+    trigger = last_end + round(after_beats * TICKS_PER_BEAT)
+    start = -(-trigger // TICKS_PER_BEAT) * TICKS_PER_BEAT
+    improviser.begin(start, start + bars * BAR)
+    out = []
+    while improviser.playing:
+        note = improviser.next_note()
+        if note is not None:
+            out.append(note)
+    return out
+
+
+def run(args) -> int:
+    overrides = list(args.overrides) + ([f"engine.model={args.model}"] if args.model else [])
+    cfg = config.load(args.config, overrides)
+    phrase = player_phrase(args.input, cfg.data)
+    engine = make_engine(cfg.engine)
+    sampler = Sampler(cfg.sampling, seed=args.seed)
+    imp = Improviser(engine, sampler, cfg.seed.window)
+    bars = args.bars or cfg.respond.bars
+    notes = answer(imp, phrase, cfg.respond.after_beats, bars, sampler, cfg.sampling.key == "auto")
+    scale = cfg.sampling.velocity_scale
+    notes = [Note(n.onset, n.duration, n.pitch, min(127, max(1, round(n.velocity * scale)))) for n in notes]
+    bpm = file_bpm(args.input)
+    out = recording.write(args.output, {"player": phrase, "leadline": notes}, bpm)
+    print(f"{out}: the player's {len(phrase)} notes and leadline's answer, {len(notes)} notes in {bars} bars "
+          f"({bpm:.0f} BPM)")
+    if args.png:
+        from daemon.plot import piano_roll
+
+        print(f"{piano_roll(out, args.png)}: piano roll")
+    if args.wav:
+        from daemon.audio import render
+
+        print(f"{render(out, args.wav)}: audio")
+    return 0
