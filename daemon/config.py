@@ -60,7 +60,7 @@ class EngineConfig:
     model: str = "models/default"
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 1
-    lookahead_ms: float = 1.5
+    lookahead_ms: float = 0.5
     switch_interval_ms: float = 0.5
 
     def check(self) -> None:
@@ -323,7 +323,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected key=value, like clock.bpm=140")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: {raw!r} is not a YAML value ({str(e).splitlines()[0]})") from None
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -334,6 +337,8 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
             text = Path(path).read_text()
         except OSError as e:
             raise ConfigError(f"config file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path}: not a YAML text file (not UTF-8)") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:

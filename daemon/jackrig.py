@@ -62,7 +62,7 @@ class JackServer:
         os.environ["JACK_DEFAULT_SERVER"] = self.name
         os.environ["JACK_NO_START_SERVER"] = "1"
         out = open(self.log, "w") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-r", "-t", "5000", "-d", "dummy", "-r", str(RATE),
+        self.proc = subprocess.Popen(["jackd", "-n", self.name, "-r", "-d", "dummy", "-r", str(RATE),
                                       "-p", str(PERIOD)], stdout=out, stderr=subprocess.STDOUT, env=self.env)
         wait_for(lambda: self.proc.poll() is not None or self.lsp() is not None, 10, "jackd to start")
         if self.proc.poll() is not None:

@@ -18,13 +18,14 @@ from daemon.codec import Note, TICKS_PER_BEAT
 from daemon.improviser import Improviser
 from daemon.modes import MODES, Conductor
 from daemon.sampler import estimate_key
-from daemon.scheduler import KIND_NOTE_OFF, KIND_NOTE_ON, NoteTracker, Scheduler, deadline, sleep_until
+from daemon.scheduler import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline, sleep_until
 
 log = logging.getLogger(__name__)
 
 HORIZON = TICKS_PER_BEAT  # generate this far ahead of the song position
 LATE_NS = 5_000_000  # a note-on more than this late is skipped, not played late
 WAKE_NS = 1_200_000  # a message due within this is waited for (sleep, then spin) and sent
+MAX_WAITING = 64  # completed player notes kept waiting for an earlier, still held one (bounded memory)
 
 
 class Stats:
@@ -62,7 +63,10 @@ class PlayerNotes:
     def off(self, pitch: int, tick: int) -> None:
         if pitch in self.sounding:
             onset, vel = self.sounding.pop(pitch)
+            onset = min(onset, tick)  # held while the song jumped back (Start, Song Position): from here
             self.done.append(Note(max(onset, 0), max(tick - onset, 1), pitch, vel))
+            if len(self.done) > MAX_WAITING:  # a note held for long: forget the oldest waiting notes
+                del self.done[0]
 
     def ready(self) -> list[Note]:
         """Completed notes whose onset precedes every sounding note's (so the stream stays in order)."""
@@ -93,6 +97,7 @@ class Live:
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
         self.recorder = None
         self.phrase = None
+        self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
 
     # --- clocks ---------------------------------------------------------------------------------------
     @property
@@ -108,6 +113,8 @@ class Live:
     def start(self, now_ns: int) -> None:
         if not self.external:
             self.internal.start(now_ns)
+            if self.cfg.clock.send_clock:
+                self.send([0xFA])
         if self.recorder:
             self.recorder.begin(self.clock.bpm)
 
@@ -122,8 +129,8 @@ class Live:
                 self._clock_message(t_ns, status, msg)
             return
         ch, kind = status & 0x0F, status & 0xF0
-        if len(msg) < 3 and kind not in (0xC0, 0xD0):
-            return
+        if len(msg) < 3 or (msg[1] | msg[2]) > 0x7F:
+            return  # truncated, unused (program change, aftertouch) or not MIDI (a data byte >= 0x80)
         if kind == 0xB0:
             self._control(ch, msg[1], msg[2])
         elif kind in (0x80, 0x90) and (self.cfg.midi.in_channel in (0, ch + 1)):
@@ -146,6 +153,11 @@ class Live:
             self.on_stop("Stop")
         elif ev == ClockEvent.CONTINUE:
             self.conductor.reset()
+            self.improviser.cursor = min(self.improviser.cursor, self.now_tick())  # after a jump back
+        elif ev == ClockEvent.POSITION:  # the song moved: what was scheduled belongs to the old position
+            self.all_off()
+            self.conductor.reset()
+            self.improviser.cursor = min(self.improviser.cursor, self.now_tick())
 
     def _note(self, t_ns: int, ch: int, pitch: int, velocity: int) -> None:
         tick = int(round(self.clock.tick_at(t_ns))) if self.running else self.now_tick()
@@ -209,10 +221,7 @@ class Live:
     def interrupt(self) -> None:
         """The player plays again (or panic): drop what is scheduled and silence leadline now."""
         self.stats.interrupts += 1
-        self.improviser.stop()
-        self.phrase = None
-        self.queue.cancel_all()
-        self._release_notes()
+        self.all_off()
 
     def _release_notes(self) -> None:
         for msg in self.tracker.all_off_messages(self.out_ch):
@@ -223,6 +232,7 @@ class Live:
         self.improviser.stop()
         self.phrase = None
         self.queue.cancel_all()
+        self.clock_out = 0
         self._release_notes()
 
     # --- one pass ---------------------------------------------------------------------------------------
@@ -230,14 +240,22 @@ class Live:
         """Clock upkeep, generation and sending for one pass of the loop."""
         if not self.external:
             while self.internal.poll(now_ns) == ClockEvent.TICK:
-                if self.cfg.clock.send_clock:
-                    self.send([0xF8])
+                pass
+            if self.cfg.clock.send_clock:
+                self._clock_out()
         elif self.follower.running and self.follower.timed_out(now_ns, self.cfg.clock.timeout_ms):
             self.follower.running = False
             self.on_stop("clock dropout")
         if self.running and self.enabled:
             self._generate()
         self.dispatch(time.perf_counter_ns())
+
+    def _clock_out(self) -> None:
+        """Schedule MIDI clock for the internal clock's next ticks, sent on time like the notes."""
+        self.clock_out = max(self.clock_out, self.internal.tick + 1)
+        while self.clock_out <= self.internal.tick + 2:
+            self.queue.push(self.deadline(self.clock_out), (0xF8,), KIND_OTHER, self.clock_out)
+            self.clock_out += 1
 
     def _generate(self) -> None:
         now = self.now_tick()
@@ -304,6 +322,4 @@ class Live:
         head = self.queue.peek()
         if head is not None:
             wake = min(wake, head.deadline_ns)
-        if not self.external and self.internal.running:
-            wake = min(wake, self.internal.next_tick_ns())
         return wake

@@ -14,7 +14,9 @@ move musical time). `pick_lead` chooses the lead material among those tracks. Pa
 - overlapping notes of the same pitch: the earlier is cut where the later starts; two notes of one pitch
   at one grid tick are one note (the longer);
 - notes shorter than one grid tick, zero-length ones included, last 1 tick: they were struck and are heard,
-  and a fast run would lose notes if they were dropped.
+  and a fast run would lose notes if they were dropped;
+- a file with a note past `MAX_GRID_TICKS` (or whose 32-bit tick count wrapped around) is `too long`: only
+  corrupt or hostile files get there (real ones end below 10^5), and encoding its rests would take gigabytes.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ RHYTHM_WORDS = ("rhythm", "rythm", "rhy", "chord", "strum", "backing", "accomp")
 EXCLUDE_WORDS = ("bass", "drum", "perc", "kick", "snare")  # never a lead line, whatever the program
 
 _EOT = b"\xff\x2f\x00"
+MAX_GRID_TICKS = 1 << 22  # ~24 hours at 120 BPM; the longest real file here (a concert) ends at 95,860
 # note-offs for every pitch under running status (delta 0, pitch, velocity 0), after one status byte
 _ALL_OFF = b"".join(bytes((0, p, 0)) for p in range(1, 128))
 
@@ -205,6 +208,9 @@ def _parse(data: bytes, name: str) -> MidiData:
         raise _parser_error(name, str(e)) from None
     ppq = int(score.ticks_per_quarter)
     tracks = tuple(_grid_track(t, ppq) for t in score.tracks if len(t.notes))
+    for t in tracks:
+        if len(t) and (int(t.onset[0]) < 0 or int((t.onset + t.duration).max()) > MAX_GRID_TICKS):
+            raise MidiFileError(name, "too long", f"notes past {MAX_GRID_TICKS} grid ticks or a wrapped tick count")
     sigs = {}
     for ts in score.time_signatures:
         if ts.numerator > 0 and ts.denominator > 0:
@@ -227,6 +233,8 @@ def _grid_track(track, ppq: int) -> Track:
     time = a["time"].astype(np.int64)
     onset = codec.file_ticks_to_grid(time, ppq)
     end = codec.file_ticks_to_grid(time + a["duration"].astype(np.int64), ppq)
+    # symusic counts ticks in int32: a tick count past 2^31 wraps negative; keep it out of the int32 columns
+    onset, end = (np.clip(x, -1, MAX_GRID_TICKS + 1) for x in (onset, end))
     pitch = a["pitch"].astype(np.int64) & 0x7F
     vel = np.clip(a["velocity"].astype(np.int64), 1, 127)
     order = np.lexsort((-end, onset, pitch))  # by pitch, then onset, the longest first

@@ -18,6 +18,8 @@ from daemon.errors import UserError
 
 log = logging.getLogger(__name__)
 
+RECHECK_NS = 500_000_000  # how often MidiIO.check lists the ports when one was opened by name
+
 APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
         "coremidi": rtmidi.API_MACOSX_CORE, "windows": rtmidi.API_WINDOWS_MM}
 
@@ -123,8 +125,11 @@ class MidiIO:
     def __init__(self, midi_cfg, api: int, api_name: str, on_message: Callable) -> None:
         self.cfg, self.api, self.api_name = midi_cfg, api, api_name
         self.on_message = on_message
+        self.on_output_lost: Callable[[], object] | None = None  # e.g. Live.all_off, run before the output closes
         self.min = self.mout = None
         self.in_name = self.out_name = ""
+        self.in_lost = self.out_lost = False  # a port opened by name whose peer went away (see `check`)
+        self._next_check = 0
 
     def __enter__(self) -> "MidiIO":
         try:
@@ -165,10 +170,65 @@ class MidiIO:
         return virtual
 
     def send(self, msg) -> None:
-        self.mout.send_message(msg)
+        if not self.out_lost:
+            self.mout.send_message(msg)
 
     def check(self, now_ns: int) -> None:
-        """Periodic upkeep from the live loop (cheap when there is nothing to do)."""
+        """Periodic upkeep from the live loop: a port opened by name that vanished or came back.
+
+        One comparison between checks; every RECHECK_NS it lists the ports (a server round trip). A lost
+        peer is said once in the log and its port closed (an output after `on_output_lost`, so leadline's
+        notes are off first); the first port matching `midi.connect_in`/`connect_out` reopens it.
+        """
+        if now_ns < self._next_check or not (self.cfg.connect_in or self.cfg.connect_out):
+            return
+        self._next_check = now_ns + RECHECK_NS
+        if self.cfg.connect_in and self.min is not None:
+            self.in_lost = self._watch(self.min, "input", self.in_lost)
+        if self.cfg.connect_out and self.mout is not None:
+            self.out_lost = self._watch(self.mout, "output", self.out_lost)
+
+    def _watch(self, port, what: str, lost: bool) -> bool:
+        """One check of one side; returns whether it is lost now."""
+        ports = port.get_ports()
+        name = self.in_name if what == "input" else self.out_name
+        want = self.cfg.connect_in if what == "input" else self.cfg.connect_out
+        if not lost:
+            if name in ports:
+                return False
+            log.warning("MIDI %s %r is gone: leadline keeps running and reconnects to the first port "
+                        "matching %r", what, name, want)
+            if what == "output" and self.on_output_lost is not None:
+                self.on_output_lost()
+            self._close_side(port, what)
+            return True
+        i = next((i for i, p in enumerate(ports) if want.lower() in p.lower()), None)
+        if i is None:
+            return True
+        try:
+            port.open_port(i, self.cfg.in_port if what == "input" else self.cfg.out_port)
+        except rtmidi.RtMidiError as e:  # it went again between the listing and the opening: next check
+            log.debug("reopening the MIDI %s failed: %s", what, e)
+            self._close_side(port, what)
+            return True
+        if what == "input":
+            self.in_name = ports[i]
+        else:
+            self.out_name = ports[i]
+        log.warning("MIDI %s is back: %s %r", what, "listening on" if what == "input" else "playing to",
+                    ports[i])
+        return False
+
+    def _close_side(self, port, what: str) -> None:
+        """Close one port; the input's callback is stopped around it (see `close`) and set again."""
+        if what == "input":
+            port.cancel_callback()
+            time.sleep(0.01)
+        try:
+            port.close_port()
+        finally:
+            if what == "input":
+                port.set_callback(self.on_message)
 
     def connected(self) -> bool:
         """For ports opened by name: whether the peer port still exists."""

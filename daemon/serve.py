@@ -116,6 +116,7 @@ def run(args) -> int:
     status = Status(live, inq, engine.describe())
     with _Signals() as sig, MidiIO(cfg.midi, api, api_name, inq.callback) as io:
         live.send = io.send
+        io.on_output_lost = live.all_off  # a vanished output (midi.connect_out): leadline's notes off first
         gc.collect()
         gc.freeze()
         log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
@@ -127,6 +128,8 @@ def run(args) -> int:
             raise
         finally:
             live.all_off()
+            if cfg.clock.send_clock and not live.external:
+                io.send([0xFC])
             if live.recorder:
                 live.recorder.flush()
             if status.tty:
