@@ -1,0 +1,128 @@
+"""`leadline respond` on a real song: two tracks, the answer after the silence on a beat, PNG and WAV."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from daemon import offline
+from daemon.audio import SOUNDFONTS
+from daemon.cli import main
+from daemon.config import DataConfig
+from daemon.recording import FILE_PPQ
+from tests.conftest import SHARED_DATA_DIR
+
+SONG = SHARED_DATA_DIR / "rock-o-net" / "a" / "acdc" / "Hells_Bells.mid"  # "Lead" track, 215 notes, 96 BPM
+AFTER_BEATS, BARS = 2.5, 1  # not the defaults, so the settings are seen to be used
+BEAT, BAR = FILE_PPQ, 4 * FILE_PPQ
+
+
+@pytest.fixture(scope="module")
+def song() -> Path:
+    if not SONG.is_file():
+        pytest.skip(f"needs {SONG}")
+    return SONG
+
+
+@pytest.fixture(scope="module")
+def answered(song, tiny_model, tmp_path_factory) -> tuple[Path, Path]:
+    """OUT.mid and its PNG from `leadline respond` with the tiny model."""
+    d = tmp_path_factory.mktemp("respond")
+    out, png = d / "out.mid", d / "out.png"
+    rc = main(["respond", str(song), "-o", str(out), "--model", str(tiny_model.path), "--bars", str(BARS),
+               "--set", f"respond.after_beats={AFTER_BEATS}", "--seed", "1", "--png", str(png)])
+    assert rc == 0
+    return out, png
+
+
+def _notes(track: mido.MidiTrack) -> list[tuple[int, int, int]]:
+    """(onset, end, pitch) in file ticks, sorted."""
+    now, on, out = 0, {}, []
+    for msg in track:
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            on[msg.note] = now
+        elif msg.type in ("note_on", "note_off") and msg.note in on:
+            out.append((on.pop(msg.note), now, msg.note))
+    return sorted(out)
+
+
+def test_two_tracks_player_and_leadline_at_the_songs_tempo(answered, song):
+    mid = mido.MidiFile(answered[0])
+    assert mid.ticks_per_beat == FILE_PPQ
+    assert [t.name for t in mid.tracks if t.name] == ["player", "leadline"]
+    tempo = next(m.tempo for m in mido.MidiFile(song).tracks[0] if m.type == "set_tempo")
+    assert [m.tempo for m in mid.tracks[0] if m.type == "set_tempo"] == [tempo]
+    phrase = offline.player_phrase(song, DataConfig())
+    assert len(_notes(mid.tracks[1])) == len(phrase) == 215
+
+
+def test_answer_starts_on_a_beat_after_the_silence_and_fits_the_bars(answered):
+    mid = mido.MidiFile(answered[0])
+    player, lead = _notes(mid.tracks[1]), _notes(mid.tracks[2])
+    assert lead, "leadline answered with at least one note"
+    last_end = max(end for _, end, _ in player)
+    first = lead[0][0]
+    assert first > last_end, "the answer starts after the phrase ends"
+    assert first - last_end >= AFTER_BEATS * BEAT, "after respond.after_beats of silence"
+    assert first % BEAT == 0, "on a beat boundary"
+    start = -(-(last_end + int(AFTER_BEATS * BEAT)) // BEAT) * BEAT
+    assert first == start, "on the first beat after the silence"
+    assert max(end for _, end, _ in lead) <= start + BARS * BAR, "inside respond.bars bars"
+
+
+def test_same_seed_same_answer(answered, song, tiny_model, tmp_path):
+    again = tmp_path / "again.mid"
+    assert main(["respond", str(song), "-o", str(again), "--model", str(tiny_model.path), "--bars", str(BARS),
+                 "--set", f"respond.after_beats={AFTER_BEATS}", "--seed", "1"]) == 0
+    assert again.read_bytes() == answered[0].read_bytes()
+
+
+def test_png_is_written(answered):
+    png = answered[1]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000
+
+
+def test_wav_is_rendered(song, tiny_model, tmp_path):
+    if shutil.which("fluidsynth") is None:
+        pytest.skip("fluidsynth is not installed (apt-get install fluidsynth fluid-soundfont-gm): no --wav")
+    if not any(Path(p).is_file() for p in SOUNDFONTS):
+        pytest.skip("no General MIDI soundfont (apt-get install fluid-soundfont-gm): no --wav")
+    wav = tmp_path / "out.wav"
+    assert main(["respond", str(song), "-o", str(tmp_path / "out.mid"), "--model", str(tiny_model.path),
+                 "--wav", str(wav)]) == 0
+    head = wav.read_bytes()[:12]
+    assert head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
+def test_no_lead_material_is_one_line_and_exit_1(song, tiny_model, tmp_path, capsys):
+    backing = mido.MidiFile(song)
+    backing.tracks = [t for t in backing.tracks if t.name in ("", "bass", "Drums", "Big Ben....NOT!")]
+    src = tmp_path / "backing.mid"
+    backing.save(src)
+    out = tmp_path / "out.mid"
+    assert main(["respond", str(src), "-o", str(out), "--model", str(tiny_model.path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no lead material" in err[0] and str(src) in err[0], err
+    assert not out.exists()
+
+
+def test_plot_of_an_answer(answered, tmp_path, capsys):
+    png = tmp_path / "roll.png"
+    assert main(["plot", str(answered[0]), "-o", str(png)]) == 0
+    assert capsys.readouterr().out.strip() == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_answer_spans_group_notes_split_by_silence():
+    from daemon import midifile
+    from daemon.plot import answer_spans
+
+    track = midifile.Track("leadline", 30, False, *(np.asarray(c, np.int32) for c in (
+        [0, 10, 200, 230], [12, 50, 6, 10], [60, 62, 64, 65], [90, 90, 90, 90])))
+    assert answer_spans(track, gap=96) == [(0, 60), (200, 240)]
+    assert answer_spans(track, gap=200) == [(0, 240)]
