@@ -28,7 +28,8 @@ def file_bpm(path: str | Path) -> float:
         import symusic
 
         tempos = symusic.Score(str(path)).tempos
-        return float(tempos[0].qpm) if len(tempos) else 120.0
+        bpm = float(tempos[0].qpm) if len(tempos) else 120.0
+        return bpm if 20.0 <= bpm <= 400.0 else 120.0  # a tempo of 0 or absurd: the MIDI default
     except Exception:  # the notes were readable; a tempo we cannot read is not worth failing for
         return 120.0
 

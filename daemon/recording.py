@@ -53,6 +53,9 @@ def write(path: str | Path, parts: dict[str, list[Note]], bpm: float) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             to_midifile(parts, bpm).save(file=f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o644 & ~mask)  # mkstemp makes it private; a MIDI file is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ the ONNX metadata and the card; the daemon refuses a mismatch.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -52,34 +53,93 @@ def _stamp(path: str | Path, args: ModelArgs) -> None:
     onnx.save(proto, str(path))
 
 
-def write_model_dir(model: LeadLSTM, out: str | Path, card: dict, force: bool = False) -> Path:
-    """Write model.onnx + card.json into `out` atomically; an existing `out` needs `force`."""
+def write_model_dir(model: LeadLSTM, out: str | Path, card: dict, force: bool = False,
+                    extra: dict[str, Path] | None = None) -> Path:
+    """Write model.onnx + card.json (+ `extra` files, name -> source) into `out` atomically.
+
+    An existing `out` needs `force`; its other files (eval report, ...) are kept. The new directory is built
+    next to `out` as `.NAME.<pid>.*` and swapped in whole, so a crash at any moment leaves the old model or
+    the new one, never a mix; temporary directories of writers that died are removed on the next write.
+    """
     out = Path(out)
+    if out.is_symlink():  # models/default -> models/v3: replace v3, the link stays
+        out = out.resolve()
+    _clean_stale(out)  # first: it may put back the old directory of a writer that died
     if out.exists() and not force:
         raise UserError(f"{out} exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a model directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", dir=out.parent))
     os.chmod(tmp, 0o755 & ~current_umask())
     try:
         export_onnx(model, tmp / "model.onnx")
         card = dict(card, codec_version=codec.CODEC_VERSION, vocab_size=model.args.vocab,
                     model=model.args.as_dict(), onnx={"opset": OPSET, "inputs": INPUTS, "outputs": OUTPUTS})
         (tmp / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+        for name, src in (extra or {}).items():
+            shutil.copyfile(src, tmp / name)
         _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the new directory on failure, the old one on success
     return out
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move directory `tmp` to `out`, keeping any other files already in `out` (eval report, loss curve)."""
+    """Put directory `tmp` at `out` in one step, first copying in `out`'s other files; the old one ends at `tmp`."""
     if not out.exists():
         os.replace(tmp, out)
         return
-    for f in sorted(tmp.iterdir(), key=lambda p: p.name != "card.json"):  # the card last: it vouches for the rest
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    for f in out.iterdir():
+        if not (tmp / f.name).exists():
+            (shutil.copytree if f.is_dir() else shutil.copy2)(f, tmp / f.name)
+    if not _exchange(tmp, out):  # no atomic exchange here: two renames, undone by `_clean_stale` if cut between
+        old = out.with_name(f".{out.name}.{os.getpid()}.old")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        os.replace(old, tmp)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove `.NAME.<pid>.*` siblings of `out` whose writer is gone (killed mid-write); if `out` itself is
+    missing because a writer died between two renames, its old directory (`.NAME.<pid>.old`) goes back."""
+    for p in sorted(out.parent.glob(f".{glob.escape(out.name)}.*")):
+        pid, _, tail = p.name[len(out.name) + 2:].partition(".")  # tail: mkdtemp's letters, or "old"
+        if not pid.isdigit() or "." in tail or _alive(int(pid)) or not p.is_dir() or p.is_symlink():
+            continue
+        if tail == "old" and not out.exists():
+            os.replace(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -93,15 +153,23 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: no checkpoint; train first with `leadline train`") from None
     except Exception as e:  # torch raises many kinds on a corrupt file
         raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); retrain or restore it") from None
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in ("state_dict", "model_args", "step")):
+        raise UserError(f"{path}: not a leadline checkpoint (no state_dict, model_args and step); retrain or "
+                        f"restore it")
     if ckpt.get("codec_version") != codec.CODEC_VERSION:
         raise UserError(f"{path}: trained with codec {ckpt.get('codec_version')}, this leadline uses "
                         f"codec {codec.CODEC_VERSION}; retrain on a rebuilt cache")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict) -> LeadLSTM:
-    model = LeadLSTM(ModelArgs(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["state_dict"])
+def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> LeadLSTM:
+    """The LSTM of a checkpoint from `load_checkpoint` (read from `source`); UserError if its weights do not fit."""
+    try:
+        model = LeadLSTM(ModelArgs(**ckpt["model_args"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as e:  # model_args or weights tampered with or mismatched
+        raise UserError(f"{source}: the model {ckpt['model_args']!r} does not load "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); retrain or restore it") from None
     return model.eval()
 
 
@@ -135,12 +203,8 @@ def run(args) -> int:
     source = run_dir / BEST if (run_dir / BEST).exists() else run_dir / CHECKPOINT
     ckpt = load_checkpoint(source)
     card = model_card(ckpt, source)
-    out = write_model_dir(model_from_checkpoint(ckpt), args.out, card, force=args.force)
-    curve = run_dir / "loss.png"
-    if curve.exists():
-        tmp = out / ".loss.png.tmp"
-        shutil.copyfile(curve, tmp)
-        os.replace(tmp, out / "loss.png")
+    curve = {"loss.png": run_dir / "loss.png"} if (run_dir / "loss.png").exists() else {}
+    out = write_model_dir(model_from_checkpoint(ckpt, source), args.out, card, force=args.force, extra=curve)
     bits = card["validation"]["bits_per_event"]
     print(f"wrote {out} from {source.name} (step {ckpt.get('step')}"
           + (f", validation {bits:.4f} bits/event)" if bits is not None else ")"))

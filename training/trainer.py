@@ -353,6 +353,16 @@ def save_atomic(obj: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """`path.write_text(text)` through a temporary sibling: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def read_metrics(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -389,13 +399,15 @@ def restore(t: Trainer, out: Path, meta: dict) -> None:
     from training.export import load_checkpoint
 
     ck = load_checkpoint(out / CHECKPOINT)
+    for stale in out.glob(".*.tmp"):  # a save_atomic/write_atomic cut off by a kill
+        stale.unlink(missing_ok=True)
     if ck["model_args"] != meta["model_args"]:
         raise UserError(f"{out}: the checkpoint's model {ck['model_args']} differs from the config's "
                         f"{meta['model_args']}; resume without changing train.embed/hidden/layers/dropout")
     t.load_state_dict(ck)
     rows = [r for r in read_metrics(out / METRICS) if r["step"] <= t.step]
-    (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "config.json").write_text(json.dumps(meta["config"], indent=1) + "\n")
+    write_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in rows))  # a kill here must not lose them
+    write_atomic(out / "config.json", json.dumps(meta["config"], indent=1) + "\n")
     log.info("resumed %s at step %d (epoch %.2f)", out, t.step, t.epochs_done)
 
 
