@@ -60,7 +60,7 @@ class EngineConfig:
     model: str = "models/default"
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 1
-    lookahead_ms: float = 0.5
+    lookahead_ms: float = 0.7
     switch_interval_ms: float = 0.5
 
     def check(self) -> None:
