@@ -358,32 +358,36 @@ class ClockFollower(SongClock):
 
 
 def _change_point(times: list[float], sigma: float) -> tuple[int, int, float, float]:
-    """Where consecutive tick `times` bend, and the line after the bend, averaged over the possible bends.
+    """Where consecutive tick `times` change, and the line after it, averaged over the possible changes.
 
-    Each bend c is a continuous two-segment line fit weighted by its evidence (jitter `sigma`, flat
-    priors). Returns (ticks from the likeliest bend on, gear, period after the bend, fitted time of the
-    last tick); gear is the number of ticks a plain line fit needs for a period as precise as this one.
-    Costs ~1 ms; it runs only when the detector fires.
+    Two kinds of change are weighed at each tick c, by their evidence (jitter `sigma`, flat priors): a
+    bend (a continuous two-segment line: the tempo changed) and a step (one slope, the phase jumped:
+    the source or the transport stalled, as a JACK xrun does). Returns (ticks from the likeliest change on,
+    gear, period after it, fitted time of the last tick); gear is the number of ticks a plain line fit
+    needs for a period as precise as this one. Costs ~1-2 ms; it runs only when the detector fires.
     """
     n, s2 = len(times), (sigma * 1e-6) ** 2
     x = np.arange(n, dtype=float)
     y = (np.array(times) - times[0]) * 1e-6  # ms, for conditioning
-    cs = range(1, n - 3)  # at least three ticks after the bend
-    logw, slope, last, var = (np.empty(len(cs)) for _ in range(4))
-    for j, c in enumerate(cs):
-        a = np.column_stack((np.ones(n), x, np.maximum(x - c, 0.0)))
+    # a bend needs three ticks after it to show a slope; a step shows with two
+    models = [(c, np.maximum(x - c, 0.0), (0.0, 1.0, 1.0)) for c in range(1, n - 3)]
+    models += [(c, (x >= c).astype(float), (0.0, 1.0, 0.0)) for c in range(1, n - 1)]
+    logw, slope, last, var, at = (np.empty(len(models)) for _ in range(5))
+    for j, (c, third, uses) in enumerate(models):
+        a = np.column_stack((np.ones(n), x, third))
         ata = a.T @ a
         coef = np.linalg.solve(ata, a.T @ y)
         sse = float(((a @ coef - y) ** 2).sum())
         logw[j] = -0.5 * sse / s2 - 0.5 * np.linalg.slogdet(ata)[1]
-        slope[j], last[j] = coef[1] + coef[2], a[-1] @ coef
-        var[j] = np.linalg.solve(ata, [0.0, 1.0, 1.0])[1:].sum() * s2
+        slope[j], last[j], at[j] = coef[1] + uses[2] * coef[2], a[-1] @ coef, c
+        u = np.asarray(uses)
+        var[j] = float(u @ np.linalg.solve(ata, u)) * s2
     w = np.exp(logw - logw.max())
     w /= w.sum()
     mean = float(w @ slope)
     v = float(w @ (var + (slope - mean) ** 2)) / s2  # period variance / jitter variance
     gear = max(3, int((12.0 / v) ** (1.0 / 3.0)))
-    return n - cs[int(np.argmax(w))], gear, mean * 1e6, times[0] + float(w @ last) * 1e6
+    return n - int(at[int(np.argmax(w))]), gear, mean * 1e6, times[0] + float(w @ last) * 1e6
 
 
 class InternalClock(SongClock):

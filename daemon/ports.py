@@ -91,23 +91,39 @@ def run_list(args) -> int:
 
 
 class InputQueue:
-    """Bounded queue of (t_ns, message bytes) filled by the rtmidi callback thread."""
+    """Bounded queue of (t_ns, message bytes) filled by the rtmidi callback thread.
 
-    __slots__ = ("q", "maxsize", "dropped", "received")
+    Arrival times come from the backend: rtmidi measures the time between messages where they arrive
+    (JACK's process thread, ALSA's event queue, CoreMIDI's host time), before the callback has waited for
+    Python's GIL. Their running sum, pinned to `perf_counter_ns` by the smallest offset seen (the wait
+    that had no extra delay), gives each message its arrival time without the GIL's jitter.
+    """
+
+    RELAX_NS = 1_000
+
+    __slots__ = ("q", "maxsize", "dropped", "received", "_sum_ns", "_offset")
 
     def __init__(self, maxsize: int) -> None:
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.maxsize = maxsize
         self.dropped = 0
         self.received = 0
+        self._sum_ns = 0  # backend time of the latest message, from the first one
+        self._offset = None  # perf_counter_ns minus backend time, the smallest seen
 
     def callback(self, event, _data=None) -> None:
-        t = time.perf_counter_ns()
+        now = time.perf_counter_ns()
         self.received += 1
+        self._sum_ns += int(event[1] * 1e9)
+        off = now - self._sum_ns
+        if self._offset is None or off < self._offset:
+            self._offset = off
+        else:
+            self._offset += self.RELAX_NS  # follows a backend clock drifting against ours (up to ~50 ppm)
         if self.q.qsize() >= self.maxsize:
             self.dropped += 1
             return
-        self.q.put((t, event[0]))
+        self.q.put((self._sum_ns + self._offset, event[0]))
 
     def get(self, timeout: float | None):
         """One (t_ns, message) or None after `timeout` seconds (0: don't wait)."""
