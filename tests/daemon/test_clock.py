@@ -359,3 +359,19 @@ def test_internal_clock_set_bpm_keeps_the_phase():
     assert c.bpm == pytest.approx(90)
     c.set_bpm(1e6)
     assert c.bpm == MAX_BPM
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 160.0])
+def test_a_phase_step_is_not_taken_for_a_tempo_change(bpm):
+    """A JACK xrun shifts every later tick by a few ms: the tempo must stay (without the step model: 5-16 BPM off)."""
+    rng = np.random.default_rng(int(bpm))
+    frames = 1000.0 + 48000 * 60 / (bpm * 24) * np.arange(300)
+    t = (np.ceil(frames / 64) * 64 / 48000 * 1e9 + rng.exponential(150_000, 300)).astype(np.int64) + 10**12
+    t[100:] += 4_000_000
+    f = ClockFollower(bandwidth_hz=0.25)
+    f.feed(int(t[0]) - 1000, 0xFA)
+    err = []
+    for tt in t:
+        f.feed(int(tt), 0xF8)
+        err.append(abs(f.bpm - bpm))
+    assert max(err[24:]) <= 1.5 and np.percentile(err[24:], 95) <= 0.5
