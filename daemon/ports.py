@@ -104,7 +104,9 @@ class InputQueue:
     __slots__ = ("q", "maxsize", "dropped", "received", "_sum_ns", "_offset")
 
     def __init__(self, maxsize: int) -> None:
-        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: on Python 3.11 a SimpleQueue.get(timeout=...) that a signal
+        # interrupts after its deadline waits forever (Ctrl-C would hang the daemon).
+        self.q: queue.Queue = queue.Queue()
         self.maxsize = maxsize
         self.dropped = 0
         self.received = 0
