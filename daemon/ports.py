@@ -93,15 +93,11 @@ def run_list(args) -> int:
 class InputQueue:
     """Bounded queue of (t_ns, message bytes) filled by the rtmidi callback thread.
 
-    Arrival times come from the backend: rtmidi measures the time between messages where they arrive
-    (JACK's process thread, ALSA's event queue, CoreMIDI's host time), before the callback has waited for
-    Python's GIL. Their running sum, pinned to `perf_counter_ns` by the smallest offset seen (the wait
-    that had no extra delay), gives each message its arrival time without the GIL's jitter.
+    The callback stamps each message with `time.perf_counter_ns()` first thing, counts it, and queues it
+    (or counts it as dropped when the queue is full); nothing else.
     """
 
-    RELAX_NS = 1_000
-
-    __slots__ = ("q", "maxsize", "dropped", "received", "_sum_ns", "_offset")
+    __slots__ = ("q", "maxsize", "dropped", "received")
 
     def __init__(self, maxsize: int) -> None:
         # queue.Queue, not SimpleQueue: on Python 3.11 a SimpleQueue.get(timeout=...) that a signal
@@ -110,22 +106,14 @@ class InputQueue:
         self.maxsize = maxsize
         self.dropped = 0
         self.received = 0
-        self._sum_ns = 0  # backend time of the latest message, from the first one
-        self._offset = None  # perf_counter_ns minus backend time, the smallest seen
 
     def callback(self, event, _data=None) -> None:
-        now = time.perf_counter_ns()
+        t = time.perf_counter_ns()
         self.received += 1
-        self._sum_ns += int(event[1] * 1e9)
-        off = now - self._sum_ns
-        if self._offset is None or off < self._offset:
-            self._offset = off
-        else:
-            self._offset += self.RELAX_NS  # follows a backend clock drifting against ours (up to ~50 ppm)
         if self.q.qsize() >= self.maxsize:
             self.dropped += 1
             return
-        self.q.put((self._sum_ns + self._offset, event[0]))
+        self.q.put((t, event[0]))
 
     def get(self, timeout: float | None):
         """One (t_ns, message) or None after `timeout` seconds (0: don't wait)."""

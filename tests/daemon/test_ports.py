@@ -1,25 +1,5 @@
-"""The input queue: arrival times from the backend's deltas, free of the callback's GIL wait; bounded."""
-import numpy as np
-
+"""The input queue: bounded, counts drops, and a signal never hangs its timed wait."""
 from daemon import ports
-
-
-def test_arrival_times_come_from_backend_deltas_not_the_callback_delay(monkeypatch):
-    rng = np.random.default_rng(0)
-    true = np.cumsum(np.full(500, 20_833_333)) + 10**12  # MIDI clock at 120 BPM, in ns
-    delay = rng.exponential(600_000, 500).astype(np.int64)  # the callback waits for the GIL
-    delay[::7] = 50_000  # ... but sometimes gets in at once
-    q = ports.InputQueue(1000)
-    now = iter(true + delay)
-    monkeypatch.setattr(ports.time, "perf_counter_ns", lambda: int(next(now)))
-    prev = true[0]
-    for t in true:
-        q.callback(([0xF8], (t - prev) / 1e9))
-        prev = t
-    stamps = np.array([q.get(0)[0] for _ in range(500)])
-    err = stamps[20:] - true[20:]
-    assert err.min() >= 0 and err.max() < 100_000  # within 0.1 ms of the truth: the quickest waits pin it
-    assert np.abs(delay[20:] - 50_000).max() > 1_000_000  # (the raw callback times were off by > 1 ms)
 
 
 def test_queue_is_bounded_and_counts_drops():
