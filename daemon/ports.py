@@ -5,6 +5,7 @@ message with `time.perf_counter_ns()` first thing and put it on a bounded queue;
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -19,6 +20,7 @@ from daemon.errors import UserError
 log = logging.getLogger(__name__)
 
 RECHECK_NS = 500_000_000  # how often MidiIO.check lists the ports when one was opened by name
+_HELD: list = []  # input callbacks kept alive for good once cancelled (see `stop_callback`)
 
 APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
         "coremidi": rtmidi.API_MACOSX_CORE, "windows": rtmidi.API_WINDOWS_MM}
@@ -228,8 +230,7 @@ class MidiIO:
     def _close_side(self, port, what: str) -> None:
         """Close one port; the input's callback is stopped around it (see `close`) and set again."""
         if what == "input":
-            port.cancel_callback()
-            time.sleep(0.01)
+            stop_callback(port)
         try:
             port.close_port()
         finally:
@@ -245,10 +246,7 @@ class MidiIO:
 
     def close(self) -> None:
         if self.min is not None:
-            # JACK calls the callback on its process thread, which needs the GIL: stop the callbacks and
-            # let an in-flight one finish (sleep releases the GIL) before deactivating the client.
-            self.min.cancel_callback()
-            time.sleep(0.01)
+            stop_callback(self.min)
         for port in (self.min, self.mout):
             if port is not None:
                 try:
@@ -257,3 +255,17 @@ class MidiIO:
                 except Exception:  # closing must never mask the real way out
                     log.debug("closing a MIDI port failed", exc_info=True)
         self.min = self.mout = None
+
+
+def stop_callback(port) -> None:
+    """Stop a MidiIn's callbacks safely, before its port closes.
+
+    JACK calls the callback on its process thread, which needs the GIL: a call can be in flight, waiting
+    for the GIL with python-rtmidi's (func, data) tuple in hand, while `cancel_callback` drops the only
+    reference to that tuple (use after free: under a note flood the daemon crashed at exit, SIGSEGV in
+    the garbage collector). So the tuple is kept for good, and the sleep (which releases the GIL) lets
+    the call in flight finish before the client goes.
+    """
+    _HELD.extend(r for r in gc.get_referents(port) if type(r) is tuple and len(r) == 2 and callable(r[0]))
+    port.cancel_callback()
+    time.sleep(0.01)

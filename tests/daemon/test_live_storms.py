@@ -1,0 +1,301 @@
+"""Storms through the live loop, in-process: transport, clock dropouts, tempo jumps, mode/panic CCs, notes, junk.
+
+`daemon.live.Live` runs with a real CpuEngine on the tiny model, a real Sampler and a `send` that records
+every message; a fixed list of seeds drives random event orders. Times are synthetic: what is faked is
+the wall clock `Live` reads (`daemon.live.time.perf_counter_ns`) and its wait (`daemon.live.sleep_until`),
+which jumps the fake clock to the deadline instead of sleeping there. Everything else (clock follower,
+conductor, improviser, scheduler, note tracker) is the code the daemon runs.
+
+Checked after every stop path (Stop, panic CC, All Notes Off/All Sound Off CC, enable off, clock dropout,
+mode change, and `all_off` at the end): no note-on on the output lacks its own note-off; every message
+sent is well-formed MIDI; leadline still answers a clean Start + phrase afterwards; memory stays bounded.
+"""
+from __future__ import annotations
+
+import random
+import types
+
+import pytest
+
+import daemon.live as live_mod
+from daemon import config
+from daemon.clock import NS_PER_MINUTE
+from daemon.codec import TICKS_PER_BEAT
+from daemon.engine import CpuEngine, load_model
+from daemon.jackrig import stuck_notes
+from daemon.live import Live
+from daemon.sampler import Sampler
+
+SEEDS = list(range(20))
+EVENTS = 2000
+MODE_CC, PANIC_CC, ENABLE_CC, TEMP_CC = 22, 24, 23, 21
+CLOCK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+
+
+class FakeTime:
+    """The wall clock Live reads; `sleep_until` moves it to the deadline (never backwards)."""
+
+    def __init__(self, t_ns: int) -> None:
+        self.t = t_ns
+
+    def perf_counter_ns(self) -> int:
+        return self.t
+
+    def sleep_until(self, deadline_ns: int) -> int:
+        self.t = max(self.t, deadline_ns)
+        return self.t
+
+    def advance(self, ns: int) -> int:
+        self.t += max(0, int(ns))
+        return self.t
+
+
+def msg_ok(m) -> bool:
+    """A complete, well-formed MIDI message as leadline may send it (no SysEx)."""
+    if not m or not 0x80 <= m[0] <= 0xFF or m[0] == 0xF0:
+        return False
+    s = m[0]
+    want = (2 if s & 0xE0 == 0xC0 else 3) if s < 0xF0 else {0xF2: 3, 0xF1: 2, 0xF3: 2}.get(s, 1)
+    return len(m) == want and all(0 <= b < 0x80 for b in m[1:])
+
+
+class Rig:
+    """A Live with recorded output, fed at synthetic times."""
+
+    def __init__(self, engine, monkeypatch, seed: int, *overrides: str) -> None:
+        self.fake = FakeTime(10**12)
+        monkeypatch.setattr(live_mod, "time", types.SimpleNamespace(perf_counter_ns=self.fake.perf_counter_ns))
+        monkeypatch.setattr(live_mod, "sleep_until", self.fake.sleep_until)
+        self.cfg = config.load(None, [f"sampling.seed={seed}", *overrides])
+        self.sent: list[tuple[int, ...]] = []
+        self.live = Live(self.cfg, engine, Sampler(self.cfg.sampling), send=self.record)
+        self.live.start(self.fake.t)
+        self.period = NS_PER_MINUTE / (120 * TICKS_PER_BEAT)
+        self.stop_checks = 0
+
+    def record(self, m) -> None:
+        assert msg_ok(m), f"leadline sent a malformed message {list(m)}"
+        self.sent.append(tuple(m))
+
+    def sounding(self) -> dict:
+        return stuck_notes([(i, bytes(m)) for i, m in enumerate(self.sent)])
+
+    def silent(self, why: str) -> None:
+        self.stop_checks += 1
+        left = self.sounding()
+        assert not left, f"after {why}: notes still sounding {left}"
+        assert len(self.live.queue) == 0, f"after {why}: {len(self.live.queue)} messages still scheduled"
+
+    def feed(self, msg) -> None:
+        self.live.handle(self.fake.t, list(msg))
+
+    def pass_(self, ns: float = 0) -> None:
+        """Time goes by, then one loop pass."""
+        self.live.tick(self.fake.advance(ns))
+
+    def ticks(self, n: int, jitter: float = 0.0, rng=None) -> None:
+        for _ in range(n):
+            self.fake.advance(self.period * (1 + (rng.uniform(-jitter, jitter) if rng else 0)))
+            self.feed([CLOCK])
+            self.pass_()
+
+    def answers(self) -> int:
+        return sum(1 for m in self.sent if m[0] == 0x90 | self.live.out_ch and m[2] > 0)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    eng = CpuEngine(load_model(tiny_model.path))
+    eng.warm_up()
+    return eng
+
+
+def storm(rig: Rig, rng: random.Random, n: int) -> dict:
+    """`n` random events; asserts silence after each stop path. Returns counts per kind."""
+    live, counts = rig.live, {}
+    kinds = ["ticks"] * 30 + ["note"] * 25 + ["start", "stop", "continue", "spp", "dropout", "tempo", "mode",
+                                              "panic", "enable", "temp", "allnotesoff", "junk", "idle"] * 2
+    timeout_ns = rig.cfg.clock.timeout_ms * 1e6
+    for _ in range(n):
+        kind = rng.choice(kinds)
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == "ticks":
+            rig.ticks(rng.randint(1, 48), jitter=rng.choice([0.0, 0.02, 0.3]), rng=rng)
+        elif kind == "note":
+            ch, pitch = rng.randrange(16), rng.randrange(128)
+            rig.feed([0x90 | ch, pitch, rng.randint(1, 127)] if rng.random() < 0.55 else [0x80 | ch, pitch, 0])
+        elif kind in ("start", "stop", "continue"):
+            was_external = live.external
+            rig.feed([{"start": START, "stop": STOP, "continue": CONTINUE}[kind]])
+            if kind == "stop" and was_external:
+                rig.silent("Stop")
+        elif kind == "spp":
+            was_external = live.external
+            rig.feed([SPP, rng.randrange(128), rng.randrange(128)])
+            if was_external:
+                rig.silent("Song Position")
+        elif kind == "dropout":
+            following = live.external and live.follower.running and live.follower.last_tick_ns
+            end = rig.fake.t + timeout_ns + rng.uniform(1e6, 3e8)
+            while rig.fake.t < end:
+                rig.pass_(5e6)
+            if following:
+                assert not live.follower.running, "a clock dropout was not noticed"
+                rig.silent("clock dropout")
+        elif kind == "tempo":
+            rig.period = NS_PER_MINUTE / (rng.choice([30, 300, rng.uniform(30, 300)]) * TICKS_PER_BEAT)
+        elif kind == "mode":
+            before = live.conductor.mode
+            rig.feed([0xB0 | rng.randrange(16), MODE_CC, rng.randrange(128)])
+            if live.conductor.mode != before:
+                rig.silent("mode change")
+        elif kind in ("panic", "allnotesoff"):
+            cc = PANIC_CC if kind == "panic" else rng.choice([120, 123])
+            rig.feed([0xB0 | rng.randrange(16), cc, rng.randint(1, 127)])
+            rig.silent(f"CC {cc}")
+        elif kind == "enable":
+            rig.feed([0xB0, ENABLE_CC, rng.randrange(128)])
+            if not live.enabled:
+                rig.silent("enable off")
+        elif kind == "temp":
+            rig.feed([0xB0, TEMP_CC, rng.randrange(128)])
+        elif kind == "junk":  # what a JACK port can carry: any bytes, any length (rtmidi drops SysEx)
+            msg = [rng.randrange(256) for _ in range(rng.randint(1, 4))]
+            if msg[0] != 0xF0:
+                rig.feed(msg)
+        else:
+            rig.pass_(rng.uniform(0, 2e7))
+        rig.pass_(rng.uniform(0, 3e6))
+    return counts
+
+
+def clean_phrase_is_answered(rig: Rig) -> None:
+    """Enable, respond mode, Start, a beat of clock, a four-note phrase, two beats: leadline plays."""
+    rig.period = NS_PER_MINUTE / (120 * TICKS_PER_BEAT)
+    rig.feed([0xB0, ENABLE_CC, 127])
+    rig.feed([0xB0, MODE_CC, 0])
+    rig.feed([START])
+    rig.ticks(TICKS_PER_BEAT)
+    before = rig.answers()
+    for pitch in (64, 67, 69, 71):
+        rig.feed([0x91, pitch, 100])
+        rig.ticks(6)
+        rig.feed([0x81, pitch, 0])
+    rig.ticks(4 * TICKS_PER_BEAT)
+    assert rig.answers() > before, "leadline did not answer a clean phrase after the storm"
+    rig.feed([STOP])
+    rig.silent("the final Stop")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_storm_leaves_no_note_sounding_and_leadline_answers_again(engine, monkeypatch, seed):
+    rig = Rig(engine, monkeypatch, seed)
+    counts = storm(rig, random.Random(seed), EVENTS)
+    assert rig.stop_checks > 20, f"too few stop paths exercised: {counts}"
+    clean_phrase_is_answered(rig)
+    rig.live.all_off()
+    rig.silent("all_off")
+    assert len(rig.live.player.done) <= 64 and len(rig.live.player.sounding) <= 128, "player notes piled up"
+
+
+def test_the_check_catches_a_note_left_sounding(engine, monkeypatch):
+    """The silence check itself: a note-on without its note-off is reported."""
+    rig = Rig(engine, monkeypatch, 0)
+    rig.record((0x90, 60, 100))
+    with pytest.raises(AssertionError, match="still sounding"):
+        rig.silent("a deliberately hanging note")
+
+
+def test_duet_storm_plays_and_every_stop_silences(engine, monkeypatch):
+    """Duet mode plays all the time, so every stop path has notes to silence."""
+    rig = Rig(engine, monkeypatch, 99, "mode=duet")
+    rig.feed([START])
+    rig.ticks(2 * TICKS_PER_BEAT)
+    assert rig.answers() > 0, "duet never played"
+    rng = random.Random(99)
+    for cut in ("Stop", "panic", "dropout", "mode"):
+        rig.feed([0xB0, MODE_CC, 127])  # duet
+        rig.feed([START])
+        for _ in range(16 * TICKS_PER_BEAT):  # until a note sounds (the model may rest a while)
+            rig.ticks(1, jitter=0.1, rng=rng)
+            if rig.sounding():
+                break
+        assert rig.sounding(), f"nothing sounding before {cut}"
+        if cut == "Stop":
+            rig.feed([STOP])
+        elif cut == "panic":
+            rig.feed([0xB0, PANIC_CC, 127])
+        elif cut == "dropout":
+            for _ in range(int(rig.cfg.clock.timeout_ms / 5) + 2):
+                rig.pass_(5e6)
+        else:
+            rig.feed([0xB0, MODE_CC, 0])
+        rig.silent(cut)
+
+
+def phrase(rig: Rig, pitches=(64, 67, 69, 71)) -> None:
+    for pitch in pitches:
+        rig.feed([0x91, pitch, 100])
+        rig.ticks(6)
+        rig.feed([0x81, pitch, 0])
+
+
+def test_loop_back_with_song_position_then_continue_answers_again(engine, monkeypatch):
+    """A DAW loop: 40 bars in, Stop, Song Position 0, Continue; the next phrase is answered."""
+    rig = Rig(engine, monkeypatch, 1, "respond.bars=1")
+    rig.feed([START])
+    rig.ticks(40 * 96)
+    phrase(rig)
+    rig.ticks(8 * TICKS_PER_BEAT)
+    assert rig.answers(), "no answer before the loop"
+    rig.feed([STOP])
+    rig.feed([SPP, 0, 0])
+    rig.feed([CONTINUE])
+    rig.ticks(TICKS_PER_BEAT)
+    before = rig.answers()
+    phrase(rig)
+    rig.ticks(8 * TICKS_PER_BEAT)
+    assert rig.answers() > before, "no answer after the song jumped back (the improviser stayed at bar 40)"
+
+
+def test_song_position_while_running_leaves_nothing_for_the_old_position(engine, monkeypatch):
+    """Song Position while the song rolls (duet playing): nothing scheduled for the old position is kept."""
+    rig = Rig(engine, monkeypatch, 2, "mode=duet")
+    rig.feed([START])
+    rig.ticks(40 * 96)
+    assert len(rig.live.queue), "duet had nothing scheduled"
+    rig.feed([SPP, 0, 0])
+    rig.silent("Song Position while running")
+    rig.ticks(2 * TICKS_PER_BEAT)
+    horizon = rig.fake.t + 10 * 1_000_000_000
+    assert all(item.deadline_ns < horizon for item in rig.live.queue._heap), "a message was left for later"
+
+
+def test_a_note_held_across_start_does_not_silence_leadline(engine, monkeypatch):
+    """The player holds a note while the DAW restarts from the top; the next phrase is still answered."""
+    rig = Rig(engine, monkeypatch, 3, "respond.bars=1")
+    rig.feed([START])
+    rig.ticks(40 * 96)
+    rig.feed([0x91, 50, 100])
+    rig.ticks(2)
+    rig.feed([START])
+    rig.ticks(TICKS_PER_BEAT)
+    rig.feed([0x81, 50, 0])
+    before = rig.answers()
+    phrase(rig)
+    rig.ticks(8 * TICKS_PER_BEAT)
+    assert rig.answers() > before, "no answer after a note held across Start"
+
+
+def test_a_held_note_does_not_pile_up_the_notes_after_it(engine, monkeypatch):
+    """One note held while thousands come and go: what waits behind it stays bounded."""
+    rig = Rig(engine, monkeypatch, 4)
+    rig.feed([START])
+    rig.ticks(4)
+    rig.feed([0x91, 40, 100])
+    for i in range(5000):
+        rig.feed([0x91, 60 + i % 12, 90])
+        rig.feed([0x81, 60 + i % 12, 0])
+        if i % 4 == 0:
+            rig.ticks(1)
+    assert len(rig.live.player.done) <= 64

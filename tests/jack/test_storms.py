@@ -1,0 +1,225 @@
+"""Storms through real JACK ports: transport, tempo, dropouts, modes, panic; lost and returning ports; signals.
+
+Every stop path is checked at the listener, in frames, without timing assumptions: the player's port is
+also connected to the listener, so each stop message (or a marker sent when the clock is cut) has a
+frame F; the first All Notes Off leadline sends after F must find none of leadline's notes sounding.
+The SIGTERM/Ctrl-C test reports signal-to-silence in ms and holds it to 50 ms.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from bench.soak import Fuzzer, Rig, answers_panic, close_all, heartbeat, start_flowing
+from daemon.jackrig import PERIOD, RATE, Clock, Daemon, Listener, Player, stuck_notes, wait_for
+
+CH = 1  # the player's channel (0-based); leadline plays on 0
+MARK = (0xB0 | CH, 119, 1)  # a controller leadline ignores: marks a moment on the listener's timeline
+ANO = bytes((0xB0, 123, 0))  # leadline's All Notes Off
+MS = RATE / 1000
+
+
+def leadline_notes(events):
+    return [(f, m) for f, m in events if len(m) == 3 and m[0] & 0xF0 in (0x80, 0x90) and m[0] & 0x0F == 0]
+
+
+def silenced_after(events, frame: int) -> int:
+    """Frame of leadline's first All Notes Off after `frame`; asserts nothing of leadline's sounds there."""
+    i = next((i for i, (f, m) in enumerate(events) if f >= frame and m == ANO), None)  # (same cycle: same frame)
+    assert i is not None, f"no All Notes Off after frame {frame}"
+    left = stuck_notes(leadline_notes(events[:i + 1]))
+    assert not left, f"notes still sounding at the All Notes Off (frame {events[i][0]}): {left}"
+    return events[i][0]
+
+
+def heard(lis, pred, timeout: float, what: str):
+    """`wait_for` at the listener; a timeout says whether the JACK graph had stopped (no clock ticks)."""
+    try:
+        return wait_for(pred, timeout, what)
+    except TimeoutError as e:
+        raise AssertionError(f"{e}" + ("" if heartbeat(lis) else
+                             ": the JACK graph stopped (no clock ticks either; see bench/soak.py)")) from None
+
+
+def marked(lis, sender) -> int:
+    """Send the marker and return its frame at the listener."""
+    n = len(lis.events)
+    sender.send(MARK)
+    heard(lis, lambda: any(m == bytes(MARK) for _, m in lis.events[n:]), 10, "the marker")
+    return next(f for f, m in lis.events[n:] if m == bytes(MARK))
+
+
+def jack_disconnect(jack, src: str, dst: str) -> None:
+    subprocess.run(["jack_disconnect", src, dst], env=jack.env, check=True, capture_output=True)
+
+
+@pytest.fixture
+def parts(jack):
+    made = []
+
+    def add(part):
+        made.append(part)
+        return part
+
+    yield add
+    for part in reversed(made):
+        try:
+            part.close()
+        except Exception:  # the rest must still close
+            pass
+
+
+def test_transport_tempo_dropout_mode_and_panic_storm(jack, tiny_model, tmp_path, parts):
+    rig = parts(Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="storm"))
+    lis, player, clock, daemon = rig.lis, rig.player, rig.clock, rig.daemon
+    lis.listen_to(player.port)
+    rng, mode, checks = random.Random(3), "duet", []
+    stop_paths = {"stop": [0xFC], "panic": [0xB0 | CH, 24, 127], "ano": [0xB0 | CH, 123, 0],
+                  "sound off": [0xB0 | CH, 120, 0], "start": [0xFA], "position": [0xF2, 8, 0]}
+    for step in range(30):
+        kind = rng.choice(["start", "start", "continue", "stop", "panic", "ano", "sound off", "position",
+                           "tempo", "mode", "dropout", "notes"])
+        if kind in stop_paths or kind == "dropout" or kind == "mode":
+            mark = marked(lis, player)
+        if kind in stop_paths:
+            player.send(stop_paths[kind])
+            checks.append((kind, mark))
+        elif kind == "continue":
+            player.send([0xFB])
+        elif kind == "tempo":
+            clock.tempo(rng.choice([30, 300, 120]))
+        elif kind == "mode":
+            new = rng.choice(["respond", "trade", "duet"])
+            player.send([0xB0 | CH, 22, {"respond": 0, "trade": 64, "duet": 127}[new]])
+            if new != mode:
+                checks.append((f"mode {mode} -> {new}", mark))
+            mode = new
+        elif kind == "dropout":  # the clock goes silent without a Stop, longer than clock.timeout_ms
+            jack_disconnect(jack, Clock.PORT, Daemon.IN)
+            time.sleep(0.7)  # > clock.timeout_ms (500)
+            jack.connect(Clock.PORT, Daemon.IN)
+            checks.append(("dropout", mark))
+        else:
+            for _ in range(rng.randint(1, 4)):
+                p = rng.randrange(48, 84)
+                player.note(p, 90, channel=CH)
+                time.sleep(rng.uniform(0.01, 0.1))
+                player.off(p, channel=CH)
+        time.sleep(rng.uniform(0.05, 0.3))
+    assert daemon.proc.poll() is None, "the daemon died in the storm"
+    # leadline answers afterwards: respond mode, a clean Start, a phrase
+    player.send([0xB0 | CH, 22, 0])
+    player.send([0xFA])
+    time.sleep(0.6)
+    since = len(lis.events)
+    for p in (64, 67, 69, 71):
+        player.note(p, 100, channel=CH)
+        time.sleep(0.12)
+        player.off(p, channel=CH)
+    heard(lis, lambda: any(m[0] == 0x90 and m[2] for _, m in leadline_notes(lis.events[since:])), 15,
+          "leadline's answer after the storm")
+    player.send([0xFC])
+    wait_for(lambda: not stuck_notes(leadline_notes(lis.events)), 5, "silence after the last Stop")
+    assert daemon.terminate() == 0
+    events = list(lis.events)
+    delays = {}
+    for what, frame in checks:
+        delays.setdefault(what, []).append((silenced_after(events, frame) - frame) / MS)
+    print("\nstop path -> silence (ms, marker to All Notes Off):",
+          {k: f"max {max(v):.0f} over {len(v)}" for k, v in delays.items()})
+    assert len(checks) >= 12 and any(leadline_notes(events)), "the storm exercised too little"
+
+
+def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_model, tmp_path, parts):
+    """midi.connect_in/connect_out by name: the peer goes away, leadline says so once, keeps running, and
+    reconnects when a port of that name comes back. jack_midi_clock only beats for the listener here."""
+    log = tmp_path / "daemon.log"
+    clock = parts(Clock(jack, 120.0))
+    lis = parts(Listener(jack, name="recon-listener"))
+    lis.listen_to(Clock.PORT)
+    clock.start()
+    wait_for(lambda: heartbeat(lis, 1.0), 10, "clock ticks at the listener")
+
+    def clients():
+        who = Player(jack, name="recon-player")
+        return who, Daemon(jack, tiny_model.path, "sampling.seed=1", "respond.after_beats=0.5", "respond.bars=1",
+                           "midi.connect_in=recon-player", "midi.connect_out=recon-listener", log=log)
+
+    player, daemon = start_flowing(clients, close_all, lis, lambda pd: answers_panic(lis, pd[0]))
+    parts(player)
+    parts(daemon)
+    def answered(listener, who):
+        since = len(listener.events)
+        for p in (64, 66, 67):
+            who.note(p, 100, channel=CH)
+            time.sleep(0.1)
+            who.off(p, channel=CH)
+        heard(listener, lambda: any(m[0] == 0x90 and m[2] for _, m in leadline_notes(listener.events[since:])),
+              15, "an answer")
+
+    def said(text, count=1):
+        return wait_for(lambda: log.read_text().count(text) >= count, 10, f"{text!r} in the log")
+
+    answered(lis, player)
+    lis.close()  # the output's peer goes away
+    said("MIDI output 'recon-listener:input' is gone")
+    assert daemon.proc.poll() is None
+    lis2 = parts(Listener(jack, name="recon-listener"))
+    lis2.listen_to(Clock.PORT)
+    said("MIDI output is back")
+    answered(lis2, player)
+    player.close()  # the input's peer goes away
+    player.close = lambda: None  # (closing a python-rtmidi port twice crashes: teardown must not)
+    said("MIDI input 'recon-player:out' is gone")
+    time.sleep(1.2)  # a few checks while it is gone: still said once
+    assert log.read_text().count("is gone") == 2 and daemon.proc.poll() is None
+    player2 = parts(start_flowing(lambda: Player(jack, name="recon-player"), lambda p: p.close(), lis2))
+    said("MIDI input is back")
+    answered(lis2, player2)
+    assert daemon.terminate() == 0
+    assert not stuck_notes(leadline_notes(lis2.events))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_model, tmp_path, parts, sig):
+    rig = parts(Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="sig"))
+    lis, player, daemon = rig.lis, rig.player, rig.daemon
+
+    def new_marker():
+        m = Player(jack, name="sig-marker")
+        lis.listen_to(m.port)
+        return m
+
+    def marker_heard(m):
+        n = len(lis.events)
+        m.send(MARK)
+        try:
+            return bool(wait_for(lambda: any(x == bytes(MARK) for _, x in lis.events[n:]), 4, "the marker"))
+        except TimeoutError:
+            return False
+
+    marker = parts(start_flowing(new_marker, lambda m: m.close(), lis, marker_heard))
+    heard(lis, lambda: len(leadline_notes(lis.events)) >= 4, 20, "duet notes")
+    fz = Fuzzer(player, seed=5)
+    flood = threading.Thread(target=fz.phase, args=("flood", 2.5))
+    flood.start()
+    time.sleep(1.2)
+    n = len(lis.events)
+    marker.send(MARK)
+    os.kill(daemon.proc.pid, sig)
+    flood.join()
+    assert daemon.proc.wait(10) == 0
+    mark = wait_for(lambda: next((f for f, m in lis.events[n:] if m == bytes(MARK)), None), 5, "the marker")
+    events = list(lis.events)
+    silence = silenced_after(events, mark)
+    last_on = max(f for f, m in leadline_notes(events) if m[0] == 0x90 and m[2] and f <= silence)
+    print(f"\n{sig.name} during a flood ({fz.rates['flood']:.0f} msg/s): signal to All Notes Off "
+          f"{(silence - mark) / MS:.1f} ms, last note-on to All Notes Off {(silence - last_on) / MS:.1f} ms")
+    assert not stuck_notes(leadline_notes(events))
+    assert silence - mark <= 50 * MS + PERIOD, f"silence {(silence - mark) / MS:.1f} ms after the signal"
