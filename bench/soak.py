@@ -206,8 +206,20 @@ def heartbeat(lis: Listener, timeout: float = 4.0) -> bool:
         return False
 
 
+def plays(lis: Listener, player: Player, timeout: float = 6.0) -> bool:
+    """Whether the path player -> daemon -> listener runs, in duet mode: after a Start leadline plays."""
+    n = len(lis.events)
+    player.send([0xFA])
+    try:
+        wait_for(lambda: leadline_note_ons(lis.events, n), timeout, "a duet note")
+        return True
+    except TimeoutError:
+        return False
+
+
 def answers_panic(lis: Listener, player: Player, timeout: float = 4.0) -> bool:
-    """Whether the path player -> daemon -> listener runs: a panic CC makes leadline send All Notes Off."""
+    """Whether the path player -> daemon -> listener runs: a panic CC makes leadline send All Notes Off
+    (a fresh daemon on its internal clock: its first stop path sends one)."""
     n = len(lis.events)
     player.send([0xB0 | PLAYER_CH, PANIC_CC, 127])
     try:
@@ -242,10 +254,10 @@ def close_all(parts) -> None:
 
 
 class Rig:
-    """Server (or the caller's), clock, listener, fuzzing player and daemon, wired as in the tests.
+    """Server (or the caller's), clock, listener, fuzzing player and a daemon in duet mode, wired.
 
     jack_midi_clock rolls first and is the listener's heartbeat; the player and the daemon start until
-    the graph runs (`start_flowing`), then the player sends Start (the daemon joined a rolling clock)."""
+    the graph runs and leadline plays after the player's Start (`start_flowing`, `plays`)."""
 
     def __init__(self, model, log: Path, server: JackServer | None = None, *settings: str,
                  prefix: str = "soak") -> None:
@@ -260,11 +272,10 @@ class Rig:
             wait_for(lambda: heartbeat(self.lis, 1.0), 10, "jack_midi_clock's ticks at the listener")
             self.log = log
             self.player, self.daemon = start_flowing(lambda: self._clients(model, prefix, settings),
-                                                     close_all, self.lis, lambda pd: answers_panic(self.lis, pd[0]))
+                                                     close_all, self.lis, lambda pd: plays(self.lis, pd[0]))
         except BaseException:
             self.close()
             raise
-        self.player.send([0xFA])
         self.rss0 = rss_kb(self.daemon.proc.pid)["VmRSS"]
 
     def _clients(self, model, prefix: str, settings) -> tuple[Player, Daemon]:

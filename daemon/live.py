@@ -98,6 +98,7 @@ class Live:
         self.recorder = None
         self.phrase = None
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
+        self.quiet = False  # no note-on sent since the last All Notes Off (the first stop path sends one)
 
     # --- clocks ---------------------------------------------------------------------------------------
     @property
@@ -164,6 +165,7 @@ class Live:
         if self.cfg.midi.passthrough:
             self.send([(0x90 if velocity else 0x80) | ch, pitch, velocity])
             self.tracker.note_on(ch, pitch) if velocity else self.tracker.note_off(ch, pitch)
+            self.quiet = self.quiet and not velocity
         if velocity:
             self.stats.notes_in += 1
             self.player.on(pitch, tick, velocity)
@@ -224,8 +226,11 @@ class Live:
         self.all_off()
 
     def _release_notes(self) -> None:
+        if self.quiet:  # nothing played since the last All Notes Off: another one only floods the port
+            return  # (a Start/Stop storm sent thousands; JACK drops what a cycle cannot hold, note-offs too)
         for msg in self.tracker.all_off_messages(self.out_ch):
             self.send(msg)
+        self.quiet = True
 
     def all_off(self) -> None:
         """Every stop path: cancel scheduled notes, note-off for each sounding note, All Notes Off."""
@@ -309,6 +314,7 @@ class Live:
                 for off in tr.note_on(msg[0] & 0x0F, msg[1]):
                     self.send(off)
                 self.stats.notes_out += 1
+                self.quiet = False
                 self.send(msg)
             elif item.kind == KIND_NOTE_OFF:
                 if tr.note_off(msg[0] & 0x0F, msg[1]):

@@ -7,8 +7,10 @@ which jumps the fake clock to the deadline instead of sleeping there. Everything
 conductor, improviser, scheduler, note tracker) is the code the daemon runs.
 
 Checked after every stop path (Stop, panic CC, All Notes Off/All Sound Off CC, enable off, clock dropout,
-mode change, and `all_off` at the end): no note-on on the output lacks its own note-off; every message
-sent is well-formed MIDI; leadline still answers a clean Start + phrase afterwards; memory stays bounded.
+mode change, Song Position, and `all_off` at the end): no note-on on the output lacks its own note-off;
+every message sent is well-formed MIDI; no All Notes Off repeats one with no note-on in between (a storm
+of stop messages must not become a storm on the output); leadline still answers a clean Start + phrase
+afterwards; memory stays bounded.
 """
 from __future__ import annotations
 
@@ -68,6 +70,7 @@ class Rig:
         monkeypatch.setattr(live_mod, "sleep_until", self.fake.sleep_until)
         self.cfg = config.load(None, [f"sampling.seed={seed}", *overrides])
         self.sent: list[tuple[int, ...]] = []
+        self.played = True  # a note-on since leadline's last All Notes Off (the first one may come any time)
         self.live = Live(self.cfg, engine, Sampler(self.cfg.sampling), send=self.record)
         self.live.start(self.fake.t)
         self.period = NS_PER_MINUTE / (120 * TICKS_PER_BEAT)
@@ -75,6 +78,11 @@ class Rig:
 
     def record(self, m) -> None:
         assert msg_ok(m), f"leadline sent a malformed message {list(m)}"
+        if tuple(m[:2]) == (0xB0 | self.live.out_ch, 123):  # an All Notes Off says something new
+            assert self.played, "All Notes Off again with no note-on since the last (a storm floods the port)"
+            self.played = False
+        elif m[0] & 0xF0 == 0x90 and m[2]:
+            self.played = True
         self.sent.append(tuple(m))
 
     def sounding(self) -> dict:
@@ -202,6 +210,7 @@ def test_the_check_catches_a_note_left_sounding(engine, monkeypatch):
     """The silence check itself: a note-on without its note-off is reported."""
     rig = Rig(engine, monkeypatch, 0)
     rig.record((0x90, 60, 100))
+    rig.record((0x90, 61, 100))
     with pytest.raises(AssertionError, match="still sounding"):
         rig.silent("a deliberately hanging note")
 

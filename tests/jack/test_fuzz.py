@@ -47,6 +47,9 @@ def test_fuzz_through_a_real_port(jack, tiny_model, tmp_path, capsys):
         assert grew < RSS_GROWTH_MB, f"peak RSS grew by {grew:.0f} MB"
         assert n_dropped is not None, "no status line with the drop counter in the daemon's log"
         assert not stuck_notes(rig.lis.events)
+    except BaseException:
+        (tmp_path / "listener.txt").write_text("".join(rig.lis.raw))  # for the post-mortem, with daemon.log
+        raise
     finally:
         rig.close()
 

@@ -71,12 +71,13 @@ def test_respond_answers_after_the_gap_on_the_clock_grid(rig):
     clock.start()
     wait_for(lambda: len(lis.ticks()) > 24, 10, "clock ticks at the listener")
     play_phrase(player)
-    answer = wait_for(lambda: note_ons(lis), 10, "leadline's answer")
+    answer = wait_for(lambda: note_ons(lis), 30, "leadline's answer")
     last_off = max(f for f, m in lis.notes() if m[0] == 0x81)
     beat = RATE * 60 // 120
     gap = answer[0][0] - last_off
-    assert beat - SLACK <= gap <= 2 * beat + SLACK, f"answer {gap / beat:.2f} beats after the player stopped"
-    wait_for(lambda: len(note_ons(lis)) >= 3, 10, "more of the answer")
+    # the note-off is put on the nearest tick (up to half a tick early), then a beat of silence, then a beat
+    assert beat - beat / 48 - SLACK <= gap <= 2 * beat + SLACK, f"answer {gap / beat:.2f} beats after the player stopped"
+    wait_for(lambda: len(note_ons(lis)) >= 3, 30, "more of the answer")
     time.sleep(0.1)  # the ticks after the last note
     ticks = lis.ticks()
     for frame, _ in note_ons(lis):
@@ -109,7 +110,7 @@ def test_sigterm_mid_phrase_exits_0_with_every_note_released(rig):
     parts = rig(120.0, "mode=duet")
     clock, lis = parts["clock"], parts["listener"]
     clock.start()
-    wait_for(lambda: len(note_ons(lis)) >= 3, 10, "duet notes")
+    wait_for(lambda: len(note_ons(lis)) >= 3, 30, "duet notes")
     assert parts["daemon"].terminate() == 0
     wait_for(lambda: not stuck_notes(lis.events), 2, "note-offs after SIGTERM")
     assert any(m[:2] == b"\xb0\x7b" for _, m in lis.events)  # All Notes Off on channel 1
@@ -120,7 +121,7 @@ def test_trade_plays_only_in_leadlines_turns(rig):
     clock, lis = parts["clock"], parts["listener"]
     clock.start()
     bar = 4 * 24
-    wait_for(lambda: len(lis.ticks()) > 4 * bar + 10, 20, "four bars of clock")
+    wait_for(lambda: len(lis.ticks()) > 4 * bar + 10, 40, "four bars of clock")
     clock.stop()
     ticks = lis.ticks()
     ons = note_ons(lis)
@@ -138,7 +139,7 @@ def test_internal_clock_when_no_clock_comes(rig):
     lis, player = parts["listener"], parts["player"]
     time.sleep(0.3)
     play_phrase(player, (64, 66))
-    wait_for(lambda: len(note_ons(lis)) >= 3, 10, "an answer on the internal clock")
+    wait_for(lambda: len(note_ons(lis)) >= 3, 30, "an answer on the internal clock")
     time.sleep(0.1)
     ticks = lis.ticks()  # leadline's own MIDI clock
     per_tick = RATE * 60 / (100 * 24)
