@@ -240,8 +240,9 @@ def start_flowing(make, close, lis: Listener, probe=None, tries: int = 3):
         made = make()
         if heartbeat(lis) and (probe is None or probe(made)):
             return made
-        close(made)
+        close(made)  # (a killed daemon leaves its notes unreleased at the listener: forget what it heard)
         wait_for(lambda: heartbeat(lis, 1.0), 10, "the JACK graph to run again")
+        del lis.events[:], lis.raw[:]
     raise RigError(f"the JACK graph or a new python-rtmidi client stopped, {tries} times in a row")
 
 

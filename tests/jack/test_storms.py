@@ -247,7 +247,11 @@ def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_mode
     assert daemon.proc.wait(10) == 0
     mark = wait_for(lambda: next((f for f, m in lis.events[n:] if m == bytes(MARK)), None), 5, "the marker")
     events = list(lis.events)
-    silence = silenced_after(events, mark)
+    try:
+        silence = silenced_after(events, mark)
+    except AssertionError:
+        (tmp_path / "listener.txt").write_text("".join(lis.raw))  # for the post-mortem, with daemon.log
+        raise
     last_on = max(f for f, m in leadline_notes(events) if m[0] == 0x90 and m[2] and f <= silence)
     print(f"\n{sig.name} during a flood ({fz.rates['flood']:.0f} msg/s): signal to All Notes Off "
           f"{(silence - mark) / MS:.1f} ms, last note-on to All Notes Off {(silence - last_on) / MS:.1f} ms")
