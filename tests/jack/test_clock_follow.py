@@ -5,13 +5,16 @@ and a ClockFollower is fed from the queue. The reference tempo is the least-squa
 arrival times of the ticks of each steady stretch: JACK's dummy driver keeps its frame count exact but
 can run a little slow against the wall clock on a loaded machine, and wall-clock time is what a
 follower (and the music) lives in. That reference must itself be within 2% of the nominal tempo.
-The dummy driver's stalls on a busy 2-core machine also move the real tick times (an xrun is a real
-phase step), so here the median estimate must be within 0.5 BPM; the strict
-+-0.5 BPM one beat after a change is asserted with synthetic jitter in tests/daemon/test_clock.py and
-measured by `leadline bench` (section jack).
+jackd runs with real-time scheduling (jackrig.JackServer): without it the dummy driver lost a cycle
+every few hundred and its clock ran 1-8% slow in wall time, wandering. A measurement during which JACK
+clients missed cycles (jackd's log) is a rig skip: each miss moves the real tick times (an xrun is a real
+phase step). Otherwise the median estimate must be within 0.5 BPM of the reference, on a steady tempo
+and from one beat after a change on. The strict +-0.5 BPM at one beat after a change, tick by tick, is
+asserted with synthetic jitter in tests/daemon/test_clock.py and measured by `leadline bench` (section jack).
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -20,7 +23,7 @@ import rtmidi
 
 from daemon.clock import ClockFollower
 from daemon.jackrig import Clock
-from daemon.ports import InputQueue
+from daemon.ports import InputQueue, stop_callback
 
 
 class Follow:
@@ -53,19 +56,33 @@ class Follow:
         return 60e9 / (24 * slope)
 
     def close(self):
+        stop_callback(self.min)  # a callback in flight must not outlive its tuple (segfaulted here without)
         self.min.close_port()
         self.min.delete()
 
 
 @pytest.fixture
 def follow(jack):
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # as the daemon does (engine.switch_interval_ms): the callback needs the GIL
     f = Follow(jack)
     yield f
     f.close()
+    sys.setswitchinterval(old)
+
+
+def steady_rig(jack, before: dict[str, int], limit: int = 3) -> None:
+    """Fail with a rig message (a skip, tests/jack/conftest.py) if JACK clients missed more than `limit`
+    cycles since `before` (JackServer.late_clients)."""
+    now = jack.late_clients()
+    missed = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
+    if sum(missed.values()) > limit:
+        raise AssertionError(f"the JACK rig missed cycles during the measurement: {missed}")
 
 
 @pytest.mark.parametrize("bpm", [90.0, 120.0, 160.0])
 def test_follows_steady_tempo(jack, follow, bpm):
+    before = jack.late_clients()
     clock = Clock(jack, bpm)
     try:
         jack.connect(Clock.PORT, follow.port)
@@ -77,10 +94,13 @@ def test_follows_steady_tempo(jack, follow, bpm):
     truth = follow.fitted_bpm(0, follow.follower.tick)
     assert abs(truth - bpm) < 0.02 * bpm, f"the clock itself ran at {truth:.2f} BPM"
     err = np.array([abs(b - truth) for t, b in follow.bpms if t >= 24])
+    if np.median(err) > 0.5:
+        steady_rig(jack, before)
     assert np.median(err) <= 0.5, f"median {np.median(err):.2f}, p90 {np.percentile(err, 90):.2f} BPM off"
 
 
 def test_follows_a_tempo_change_within_a_beat(jack, follow):
+    before = jack.late_clients()
     clock = Clock(jack, 120.0)
     try:
         jack.connect(Clock.PORT, follow.port)
@@ -97,5 +117,7 @@ def test_follows_a_tempo_change_within_a_beat(jack, follow):
     assert abs(truth - 160.0) < 0.02 * 160.0, f"the clock itself ran at {truth:.2f} BPM"
     err = np.array([abs(b - truth) for t, b in follow.bpms if t >= change + 24])
     assert len(err) > 24, "too few ticks after the change"
-    assert np.median(err) <= 1.5, (  # +-0.5 BPM is asserted with synthetic jitter and measured by the bench
+    if np.median(err) > 0.5:
+        steady_rig(jack, before)
+    assert np.median(err) <= 0.5, (
         f"a beat after the change at tick {change}: median {np.median(err):.2f}, p90 {np.percentile(err, 90):.2f} BPM off")
