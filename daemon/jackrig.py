@@ -86,6 +86,14 @@ class JackServer:
                 late[name] = late.get(name, 0) + 1
         return late
 
+    def steady_since(self, before: dict[str, int], limit: int = 3) -> None:
+        """Raise AssertionError naming the rig (tests/jack/conftest.py makes it a skip) when clients
+        missed more than `limit` cycles since `before` (a `late_clients()` result): on the dummy driver a
+        missed cycle moves the clock's ticks against the wall clock leadline schedules in."""
+        missed = {k: v - before.get(k, 0) for k, v in self.late_clients().items() if v > before.get(k, 0)}
+        if sum(missed.values()) > limit:
+            raise AssertionError(f"the JACK rig missed cycles during the measurement: {missed}")
+
     def lsp(self) -> list[str] | None:
         r = subprocess.run(["jack_lsp"], capture_output=True, text=True, env=self.env)
         return r.stdout.splitlines() if r.returncode == 0 and "system:" in r.stdout else None
@@ -101,10 +109,11 @@ class JackServer:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(5)
+            try:  # jackd closes its clients first; a killed one keeps its slot (8 servers at most)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
 
 class Clock:

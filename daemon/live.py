@@ -172,18 +172,31 @@ class Live:
             if self.conductor.player_on(tick):
                 self.interrupt()
         else:
-            self.player.off(pitch, tick)
-            self.conductor.player_off(tick)
-            ready = self.player.ready()
-            if ready:
-                self.improviser.hear(ready)
-                if self.recorder:
-                    self.recorder.add("player", ready)
+            self._player_off(pitch, tick)
+
+    def _player_off(self, pitch: int, tick: int) -> None:
+        if pitch not in self.player.sounding:
+            return
+        self.player.off(pitch, tick)
+        self.conductor.player_off(tick)
+        ready = self.player.ready()
+        if ready:
+            self.improviser.hear(ready)
+            if self.recorder:
+                self.recorder.add("player", ready)
+
+    def input_lost(self) -> None:
+        """The player's port went away (midi.connect_in): the notes it held end now, so respond and trade
+        answer them instead of waiting for note-offs that cannot come, and every echoed note is let go."""
+        self.all_off(everything=True)
+        tick = self.now_tick()
+        for pitch in list(self.player.sounding):
+            self._player_off(pitch, tick)
 
     def _control(self, ch: int, cc: int, value: int) -> None:
         c = self.cfg.control
-        if cc in (120, 123):
-            self.interrupt()
+        if cc in (120, 123):  # the player's panic: echoed notes too
+            self.interrupt(everything=True)
         if c.channel not in (0, ch + 1):
             return
         if cc == c.temperature_cc:
@@ -195,7 +208,7 @@ class Live:
             if not self.enabled:
                 self.interrupt()
         elif cc == c.panic_cc and value > 0:
-            self.interrupt()
+            self.interrupt(everything=True)
 
     # --- transport ----------------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -220,25 +233,33 @@ class Live:
             self.conductor.set_mode(mode)
             self.improviser.reprime()
 
-    def interrupt(self) -> None:
+    def interrupt(self, everything: bool = False) -> None:
         """The player plays again (or panic): drop what is scheduled and silence leadline now."""
         self.stats.interrupts += 1
-        self.all_off()
+        self.all_off(everything)
 
-    def _release_notes(self) -> None:
-        if self.quiet:  # nothing played since the last All Notes Off: another one only floods the port
-            return  # (a Start/Stop storm sent thousands; JACK drops what a cycle cannot hold, note-offs too)
-        for msg in self.tracker.all_off_messages(self.out_ch):
-            self.send(msg)
-        self.quiet = True
+    def _release_notes(self, everything: bool) -> None:
+        tr = self.tracker
+        if not self.quiet:  # else nothing was sent on the output channel since its last All Notes Off:
+            for msg in tr.all_off_messages(self.out_ch):  # another one only floods the port (a Start/Stop
+                self.send(msg)  # storm sent thousands; JACK drops what a cycle cannot hold, note-offs too)
+            self.quiet = True
+        if everything and len(tr):  # notes echoed on other channels (midi.passthrough)
+            for ch in sorted({ch for ch, _ in tr.sounding()}):
+                for msg in tr.all_off_messages(ch):
+                    self.send(msg)
 
-    def all_off(self) -> None:
-        """Every stop path: cancel scheduled notes, note-off for each sounding note, All Notes Off."""
+    def all_off(self, everything: bool = False) -> None:
+        """Every stop path: cancel scheduled notes, note-off for each sounding note, All Notes Off.
+
+        Leadline's own notes (its output channel); `everything` also lets go of the player's notes that
+        midi.passthrough echoed on other channels: panic, a lost input, exit. (The player still holds
+        those on a Stop or when it plays again; its own note-offs end them.)"""
         self.improviser.stop()
         self.phrase = None
         self.queue.cancel_all()
         self.clock_out = 0
-        self._release_notes()
+        self._release_notes(everything)
 
     # --- one pass ---------------------------------------------------------------------------------------
     def tick(self, now_ns: int) -> None:

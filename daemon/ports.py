@@ -134,6 +134,7 @@ class MidiIO:
         self.cfg, self.api, self.api_name = midi_cfg, api, api_name
         self.on_message = on_message
         self.on_output_lost: Callable[[], object] | None = None  # e.g. Live.all_off, run before the output closes
+        self.on_input_lost: Callable[[], object] | None = None  # e.g. Live.input_lost, after the input closed
         self.min = self.mout = None
         self.in_name = self.out_name = ""
         self.in_lost = self.out_lost = False  # a port opened by name whose peer went away (see `check`)
@@ -209,6 +210,8 @@ class MidiIO:
             if what == "output" and self.on_output_lost is not None:
                 self.on_output_lost()
             self._close_side(port, what)
+            if what == "input" and self.on_input_lost is not None:
+                self.on_input_lost()
             return True
         i = next((i for i, p in enumerate(ports) if want.lower() in p.lower()), None)
         if i is None:

@@ -116,7 +116,8 @@ def run(args) -> int:
     status = Status(live, inq, engine.describe())
     with _Signals() as sig, MidiIO(cfg.midi, api, api_name, inq.callback) as io:
         live.send = io.send
-        io.on_output_lost = live.all_off  # a vanished output (midi.connect_out): leadline's notes off first
+        io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first
+        io.on_input_lost = live.input_lost  # (midi.connect_in) the player's held notes end there
         gc.collect()
         gc.freeze()
         log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
@@ -127,7 +128,7 @@ def run(args) -> int:
             log.error("the live loop failed: all notes were sent off; the error follows")
             raise
         finally:
-            live.all_off()
+            live.all_off(everything=True)
             if cfg.clock.send_clock and not live.external:
                 io.send([0xFC])
             if live.recorder:

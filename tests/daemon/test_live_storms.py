@@ -308,3 +308,46 @@ def test_a_held_note_does_not_pile_up_the_notes_after_it(engine, monkeypatch):
         if i % 4 == 0:
             rig.ticks(1)
     assert len(rig.live.player.done) <= 64
+
+
+def test_echoed_notes_hold_through_stop_and_end_on_panic_and_exit(engine, monkeypatch):
+    """midi.passthrough echoes the player's notes: a Stop leaves them to the player's own note-offs (it
+    still holds them), a panic or the daemon's exit lets every one go, on every channel."""
+    rig = Rig(engine, monkeypatch, 5, "midi.passthrough=true", "mode=duet")
+    rig.feed([START])
+    rig.ticks(2 * TICKS_PER_BEAT)
+    rig.feed([0x92, 50, 100])  # the player holds two notes, on channels 3 and 4
+    rig.feed([0x93, 55, 100])
+    rig.ticks(2 * TICKS_PER_BEAT)
+    assert rig.answers() > 0, "duet did not play"
+    rig.feed([STOP])
+    assert set(rig.sounding()) == {(2, 50), (3, 55)}, "a Stop cut notes the player still holds"
+    rig.feed([0xB0, PANIC_CC, 127])
+    assert not rig.sounding(), f"after panic: {rig.sounding()}"
+    assert (0xB2, 123, 0) in rig.sent and (0xB3, 123, 0) in rig.sent
+    rig.feed([START])
+    rig.feed([0x94, 60, 90])
+    rig.ticks(TICKS_PER_BEAT)
+    rig.live.all_off(everything=True)  # what serve does on the way out
+    assert not rig.sounding(), f"at exit: {rig.sounding()}"
+
+
+def test_a_lost_input_ends_the_held_notes_and_respond_answers(engine, monkeypatch):
+    """The player's port vanishes while it holds a note: respond answers instead of waiting for a
+    note-off that cannot come, and the note's echo is let go."""
+    rig = Rig(engine, monkeypatch, 6, "mode=respond", "respond.bars=1", "midi.passthrough=true")
+    rig.feed([START])
+    rig.ticks(TICKS_PER_BEAT)
+    for pitch in (64, 67):
+        rig.feed([0x91, pitch, 100])
+        rig.ticks(6)
+        rig.feed([0x81, pitch, 0])
+    rig.feed([0x91, 69, 100])  # held when the port goes
+    rig.ticks(6)
+    before = rig.answers()
+    rig.ticks(4 * TICKS_PER_BEAT)
+    assert rig.answers() == before, "leadline answered over a held note"
+    rig.live.input_lost()
+    assert not rig.sounding(), f"echo still sounding: {rig.sounding()}"
+    rig.ticks(4 * TICKS_PER_BEAT)
+    assert rig.answers() > before, "no answer after the input was lost"

@@ -5,7 +5,7 @@ and a ClockFollower is fed from the queue. The reference tempo is the least-squa
 arrival times of the ticks of each steady stretch: JACK's dummy driver keeps its frame count exact but
 can run a little slow against the wall clock on a loaded machine, and wall-clock time is what a
 follower (and the music) lives in. That reference must itself be within 2% of the nominal tempo.
-jackd runs with real-time scheduling (jackrig.JackServer): without it the dummy driver lost a cycle
+jackd runs with real-time scheduling (daemon.jackrig.JackServer): without it the dummy driver lost a cycle
 every few hundred and its clock ran 1-8% slow in wall time, wandering. A measurement during which JACK
 clients missed cycles (jackd's log) is a rig skip: each miss moves the real tick times (an xrun is a real
 phase step). Otherwise the median estimate must be within 0.5 BPM of the reference, on a steady tempo
@@ -71,15 +71,6 @@ def follow(jack):
     sys.setswitchinterval(old)
 
 
-def steady_rig(jack, before: dict[str, int], limit: int = 3) -> None:
-    """Fail with a rig message (a skip, tests/jack/conftest.py) if JACK clients missed more than `limit`
-    cycles since `before` (JackServer.late_clients)."""
-    now = jack.late_clients()
-    missed = {k: v - before.get(k, 0) for k, v in now.items() if v > before.get(k, 0)}
-    if sum(missed.values()) > limit:
-        raise AssertionError(f"the JACK rig missed cycles during the measurement: {missed}")
-
-
 @pytest.mark.parametrize("bpm", [90.0, 120.0, 160.0])
 def test_follows_steady_tempo(jack, follow, bpm):
     before = jack.late_clients()
@@ -95,7 +86,7 @@ def test_follows_steady_tempo(jack, follow, bpm):
     assert abs(truth - bpm) < 0.02 * bpm, f"the clock itself ran at {truth:.2f} BPM"
     err = np.array([abs(b - truth) for t, b in follow.bpms if t >= 24])
     if np.median(err) > 0.5:
-        steady_rig(jack, before)
+        jack.steady_since(before)
     assert np.median(err) <= 0.5, f"median {np.median(err):.2f}, p90 {np.percentile(err, 90):.2f} BPM off"
 
 
@@ -118,6 +109,6 @@ def test_follows_a_tempo_change_within_a_beat(jack, follow):
     err = np.array([abs(b - truth) for t, b in follow.bpms if t >= change + 24])
     assert len(err) > 24, "too few ticks after the change"
     if np.median(err) > 0.5:
-        steady_rig(jack, before)
+        jack.steady_since(before)
     assert np.median(err) <= 0.5, (
         f"a beat after the change at tick {change}: median {np.median(err):.2f}, p90 {np.percentile(err, 90):.2f} BPM off")

@@ -116,9 +116,10 @@ def test_sigterm_mid_phrase_exits_0_with_every_note_released(rig):
     assert any(m[:2] == b"\xb0\x7b" for _, m in lis.events)  # All Notes Off on channel 1
 
 
-def test_trade_plays_only_in_leadlines_turns(rig):
+def test_trade_plays_only_in_leadlines_turns(rig, jack):
     parts = rig(160.0, "mode=trade", "trade.bars=1")
     clock, lis = parts["clock"], parts["listener"]
+    before = jack.late_clients()
     clock.start()
     bar = 4 * 24
     wait_for(lambda: len(lis.ticks()) > 4 * bar + 10, 40, "four bars of clock")
@@ -127,10 +128,10 @@ def test_trade_plays_only_in_leadlines_turns(rig):
     ons = note_ons(lis)
     assert ons, "leadline never played in its turns"
     per_tick = RATE * 60 / (160 * 24)  # 750 frames: song ticks from frames, robust to a missed message
-    for frame, _ in ons:
-        i = round((frame - ticks[0]) / per_tick)  # the tick this note belongs to
-        # open: the first note of a turn is sometimes heard one tick early (see the closing note)
-        assert (i // bar) % 2 == 1 or ((i + 1) // bar) % 2 == 1, f"note at tick {i} falls in the player's bar {i // bar}"
+    wrong = [i for i in (round((frame - ticks[0]) / per_tick) for frame, _ in ons) if (i // bar) % 2 == 0]
+    if wrong:  # a note sent at its wall-clock time while the dummy graph stalled lands early in frames
+        jack.steady_since(before, limit=0)
+    assert not wrong, f"notes at ticks {wrong} fall in the player's bars"
 
 
 def test_internal_clock_when_no_clock_comes(rig):
