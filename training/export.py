@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from daemon import codec
+from daemon.engine import file_sha256
 from daemon.errors import UserError
 from training.cache import current_umask
 from training.model import LeadLSTM, ModelArgs
@@ -75,7 +76,8 @@ def write_model_dir(model: LeadLSTM, out: str | Path, card: dict, force: bool = 
     try:
         export_onnx(model, tmp / "model.onnx")
         card = dict(card, codec_version=codec.CODEC_VERSION, vocab_size=model.args.vocab,
-                    model=model.args.as_dict(), onnx={"opset": OPSET, "inputs": INPUTS, "outputs": OUTPUTS})
+                    model=model.args.as_dict(), onnx={"opset": OPSET, "inputs": INPUTS, "outputs": OUTPUTS},
+                    model_sha256=file_sha256(tmp / "model.onnx"))
         (tmp / "card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
         for name, src in (extra or {}).items():
             shutil.copyfile(src, tmp / name)

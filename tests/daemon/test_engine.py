@@ -5,15 +5,18 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from daemon import codec
+from daemon import codec, engine
 from daemon.config import EngineConfig
 from daemon.engine import CUDA, CpuEngine, CudaGraphEngine, load_model, make_engine
 from daemon.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
 
 STEPS = 300
 
@@ -65,8 +68,29 @@ def test_truncated_onnx_is_user_error(tiny_model, tmp_path):
     d = _copy(tiny_model, tmp_path)
     data = (d / "model.onnx").read_bytes()
     (d / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=f"{d / 'model.onnx'}: does not match its card.json"):
+        load_model(d)
+    card = json.loads((d / "card.json").read_text())
+    del card["model_sha256"]  # a card from before the hash: onnxruntime's own check still names the file
+    (d / "card.json").write_text(json.dumps(card))
     with pytest.raises(UserError, match=f"{d / 'model.onnx'}: onnxruntime cannot load it"):
         load_model(d)
+
+
+def test_onnx_of_another_export_is_user_error(tiny_model, tmp_path):
+    """A whole, loadable model.onnx that is not the one its card describes (e.g. copied over by hand)."""
+    d = _copy(tiny_model, tmp_path)
+    card = json.loads((d / "card.json").read_text())
+    assert card["model_sha256"] == engine.file_sha256(d / "model.onnx")
+    card["model_sha256"] = "0" * 64
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(UserError, match="sha256 differs"):
+        load_model(d)
+
+
+def test_the_shipped_model_matches_its_card():
+    card = json.loads((REPO / "models/default/card.json").read_text())
+    assert card["model_sha256"] == engine.file_sha256(REPO / "models/default/model.onnx")
 
 
 def test_missing_onnx_is_user_error(tiny_model, tmp_path):
@@ -84,6 +108,9 @@ def test_onnx_metadata_mismatch_is_user_error(tiny_model, tmp_path):
         if p.key == "codec_version":
             p.value = str(codec.CODEC_VERSION + 1)
     onnx.save(proto, str(d / "model.onnx"))
+    card = json.loads((d / "card.json").read_text())  # the card matches the edited file: the metadata check
+    card["model_sha256"] = engine.file_sha256(d / "model.onnx")
+    (d / "card.json").write_text(json.dumps(card))
     with pytest.raises(UserError, match="metadata codec_version"):
         load_model(d)
 
