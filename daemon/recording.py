@@ -47,7 +47,31 @@ def to_midifile(parts: dict[str, list[Note]], bpm: float) -> mido.MidiFile:
 
 def write(path: str | Path, parts: dict[str, list[Note]], bpm: float) -> Path:
     """Write `parts` to `path` atomically (replacing `path` if it exists)."""
-    path = Path(path)
+    return _write(Path(path), parts, bpm, lambda tmp: os.replace(tmp, path))
+
+
+def write_new(folder: str | Path, parts: dict[str, list[Note]], bpm: float, when: float | None = None) -> Path:
+    """Write `parts` atomically to a new dated file in `folder`, never over an existing one: the name is
+    claimed with a hard link, which fails if another writer (another leadline on the same folder in the
+    same second) took it first; then the next name is tried."""
+    claimed: list[Path] = []
+
+    def claim(tmp: str) -> None:
+        for path in _names(Path(folder), when):
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            claimed.append(path)
+            os.unlink(tmp)
+            return
+
+    _write(Path(folder) / "x.mid", parts, bpm, claim)
+    return claimed[0]
+
+
+def _write(path: Path, parts: dict[str, list[Note]], bpm: float, place) -> Path:
+    """Write a temporary file next to `path`, then `place(tmp)` puts it where it belongs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -56,22 +80,26 @@ def write(path: str | Path, parts: dict[str, list[Note]], bpm: float) -> Path:
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o644 & ~mask)  # mkstemp makes it private; a MIDI file is for sharing
-        os.replace(tmp, path)
+        place(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
-def session_path(folder: str | Path, when: float | None = None) -> Path:
-    """A new file name in `folder` from the date and time; never one that exists."""
+def _names(folder: Path, when: float | None):
+    """leadline_<date>_<time>.mid, then _2, _3, ... for the same second."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(when))
-    folder = Path(folder)
-    path, n = folder / f"leadline_{stamp}.mid", 1
-    while path.exists():
+    yield folder / f"leadline_{stamp}.mid"
+    n = 2
+    while True:
+        yield folder / f"leadline_{stamp}_{n}.mid"
         n += 1
-        path = folder / f"leadline_{stamp}_{n}.mid"
-    return path
+
+
+def session_path(folder: str | Path, when: float | None = None) -> Path:
+    """The first dated name in `folder` that does not exist now (`write_new` claims one atomically)."""
+    return next(p for p in _names(Path(folder), when) if not p.exists())
 
 
 class Recorder:
@@ -94,7 +122,7 @@ class Recorder:
     def flush(self) -> Path | None:
         if not any(self.parts.values()):
             return None
-        path = write(session_path(self.folder), self.parts, self.bpm)
+        path = write_new(self.folder, self.parts, self.bpm)
         self.written.append(path)
         self.begin(self.bpm)
         return path

@@ -113,3 +113,27 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch)
         recording.write(target, {"player": PLAYER, "leadline": LEAD}, 140.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.mid"]
     assert target.read_bytes() == old
+
+
+def test_writers_racing_for_the_same_second_each_get_their_own_file(tmp_path):
+    """Sixteen writers (as two leadlines recording into one folder would) flush in the same second at
+    once: sixteen files, each with its own take, and no temporary file left."""
+    import threading
+
+    when, n = time.time(), 16
+    barrier = threading.Barrier(n)
+    paths: list = [None] * n
+
+    def flush(i: int) -> None:
+        take = {"player": [Note(0, 24, 40 + i, 100)]}
+        barrier.wait()
+        paths[i] = recording.write_new(tmp_path, take, 120.0, when=when)
+
+    threads = [threading.Thread(target=flush, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == n and len(list(tmp_path.iterdir())) == n
+    pitches = sorted(m.note for p in paths for m in mido.MidiFile(p).tracks[1] if m.type == "note_on")
+    assert pitches == list(range(40, 40 + n)), "a take was overwritten"
