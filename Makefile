@@ -6,7 +6,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT     := jackd2 jack-midi-clock python3-venv
+APT     := jackd2 jack-midi-clock python3-venv gcc libjack-jackd2-dev
 TORCH   ?= torch==2.13.0
 JACK    ?= leadline
 ARGS    ?=
@@ -24,7 +24,7 @@ test: setup-train
 	$(BIN)/python -m pytest -q $(ARGS)
 
 system: .make/system
-.make/system:
+.make/system: Makefile
 	@missing=""; for p in $(APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \

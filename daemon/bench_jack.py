@@ -4,8 +4,10 @@ A private JACK server (dummy driver, 48 kHz, 64 frames) with `jack_midi_clock` a
 runs as its own process. `jack_midi_dump` hears the clock, leadline's notes and a reference client's notes,
 and stamps each with its JACK frame, independently of all of them. Reported:
 - onset error of leadline's notes (duet mode) against the clock tick they belong to;
-- the same for a plain reference client that follows the clock with the same follower and sleeps
-  (`time.sleep`, no spin, no lookahead) to the same predicted tick times;
+  (leadline's own JACK client writes each note at its tick's predicted frame; with python-rtmidi it
+  leaves at the start of the cycle after Python sent it);
+- the same for a plain reference client (python-rtmidi) that follows the clock with the same follower
+  and sleeps (`time.sleep`, no spin, no lookahead) to the same predicted tick times;
 - reaction time in respond mode, from the player's last note-off to leadline's first note;
 - the follower's tempo error one beat after a 120 -> 160 BPM change (same input path as the daemon).
 """
@@ -92,14 +94,15 @@ class Reference:
             p.delete()
 
 
-def _onsets(b: Bench, server: JackServer, lis: Listener, notes: int, limit_s: float, tries: int = 3) -> dict:
+def _onsets(b: Bench, server: JackServer, lis: Listener, notes: int, limit_s: float, tries: int = 3,
+            settings: tuple[str, ...] = ()) -> dict:
     """Onset errors over `notes` notes; a start during which the dummy JACK graph stalls (no note from
     leadline within 20 s) is torn down and tried again, up to `tries` times (see bench/soak.py)."""
     for attempt in range(1, tries + 1):
         del lis.events[:], lis.raw[:]
         clock = Clock(server, 120.0)
         ref = Reference(server)
-        daemon = Daemon(server, b.args.model, "mode=duet", "sampling.seed=1")
+        daemon = Daemon(server, b.args.model, "mode=duet", "sampling.seed=1", *settings)
         try:
             for port in (Clock.PORT, daemon.OUT, ref.out_port):
                 lis.listen_to(port)
@@ -164,6 +167,9 @@ def bench_jack(b: Bench) -> dict:
         lis = Listener(server, "bench-listener")
         try:
             onsets = _onsets(b, server, lis, 10 if b.quick else 500, 20 if b.quick else 240)
+            rt = _onsets(b, server, lis, 10 if b.quick else 200, 20 if b.quick else 120,
+                         settings=("midi.jack_native=false",))
+            onsets["leadline_python_rtmidi"] = rt["leadline"]  # the fallback without leadline's own client
         finally:
             lis.close()
         lis = Listener(server, "bench-listener2")
@@ -179,13 +185,20 @@ def bench_jack(b: Bench) -> dict:
 
 
 def _tempo(server: JackServer, quick: bool) -> dict:
-    import rtmidi
+    """The daemon's input path under JACK: leadline's own client (frame stamps), else python-rtmidi's."""
+    from daemon.jacknative import JackMidi, NativeUnavailable
 
     q, f = InputQueue(100_000), ClockFollower(bandwidth_hz=0.25)
-    m = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="bench-follow")
-    m.ignore_types(sysex=True, timing=False, active_sense=True)
-    m.set_callback(q.callback)
-    m.open_virtual_port("in")
+    try:
+        m, path = JackMidi("bench-follow", "in", "out"), "leadline's own JACK client (frame stamps)"
+        m.start_reader(q.put)
+    except NativeUnavailable:
+        import rtmidi
+
+        m, path = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="bench-follow"), "python-rtmidi (wall-clock stamps)"
+        m.ignore_types(sysex=True, timing=False, active_sense=True)
+        m.set_callback(q.callback)
+        m.open_virtual_port("in")
     clock = Clock(server, 120.0)
     seen: list[tuple[int, int, float]] = []
     try:
@@ -202,13 +215,16 @@ def _tempo(server: JackServer, quick: bool) -> dict:
                 seen.append((f.tick, item[0], f.bpm))
     finally:
         clock.close()
-        m.close_port()
-        m.delete()
+        if isinstance(m, JackMidi):
+            m.close()
+        else:
+            m.close_port()
+            m.delete()
     k = next((i for i in range(1, len(seen)) if seen[i][1] - seen[i - 1][1] < 18_200_000), None)
     if k is None or k + 24 >= len(seen):
         return {"error": "no tempo change seen"}
     after = np.array([s[1] for s in seen[k:]], float)
     truth = 60e9 / (24 * np.polyfit(np.arange(len(after)), after, 1)[0])
     errs = [abs(s[2] - truth) for s in seen[k + 24:]]
-    return {"from_bpm": 120, "to_bpm": 160, "measured_bpm": round(float(truth), 2),
+    return {"input": path, "from_bpm": 120, "to_bpm": 160, "measured_bpm": round(float(truth), 2),
             "error_one_beat_after_bpm": round(float(errs[0]), 3), "max_error_after_bpm": round(float(max(errs)), 3)}

@@ -34,6 +34,7 @@ class MidiConfig:
     out_channel: int = 1
     passthrough: bool = False
     queue_size: int = 4096
+    jack_native: bool = True  # JACK: leadline's own client, notes written at their JACK frame
 
     def check(self) -> None:
         _range("midi.in_channel", self.in_channel, 0, 16)

@@ -59,6 +59,7 @@ class JackServer:
 
     def start(self) -> "JackServer":
         need("jackd")
+        self._env_before = os.environ.get("JACK_DEFAULT_SERVER")  # put back by `stop` (a bench in a test)
         os.environ["JACK_DEFAULT_SERVER"] = self.name
         os.environ["JACK_NO_START_SERVER"] = "1"
         out = open(self.log, "w") if self.log else subprocess.DEVNULL
@@ -107,6 +108,11 @@ class JackServer:
         wait_for(lambda: port in (self.lsp() or []), timeout, f"JACK port {port!r}")
 
     def stop(self) -> None:
+        if os.environ.get("JACK_DEFAULT_SERVER") == self.name:
+            if getattr(self, "_env_before", None) is None:
+                os.environ.pop("JACK_DEFAULT_SERVER", None)
+            else:
+                os.environ["JACK_DEFAULT_SERVER"] = self._env_before
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:  # jackd closes its clients first; a killed one keeps its slot (8 servers at most)
@@ -233,9 +239,11 @@ class Player:
 class Daemon:
     """`leadline serve` as a child process on the private server."""
 
-    IN, OUT = "leadline:leadline in", "leadline-out:leadline out"
+    IN, OUT = "leadline:leadline in", "leadline:leadline out"  # leadline's own JACK client (jacknative)
 
     def __init__(self, server: JackServer, model: str | Path, *settings: str, log: Path | None = None) -> None:
+        if "midi.jack_native=false" in settings:  # python-rtmidi's two clients
+            self.OUT = "leadline-out:leadline out"
         args = [sys.executable, "-m", "daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model)]
         for s in settings:
             args += ["--set", s]

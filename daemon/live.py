@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 HORIZON = TICKS_PER_BEAT  # generate this far ahead of the song position
 LATE_NS = 5_000_000  # a note-on more than this late is skipped, not played late
 WAKE_NS = 1_200_000  # a message due within this is waited for (sleep, then spin) and sent
+HANDOFF_NS = 8_000_000  # with a frame-accurate output (`send_at`): queued this far ahead with its time
 MAX_WAITING = 64  # completed player notes kept waiting for an earlier, still held one (bounded memory)
 
 
@@ -96,6 +97,9 @@ class Live:
         self.out_ch = cfg.midi.out_channel - 1
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
         self.recorder = None
+        self.now_ns = time.perf_counter_ns  # the timebase (leadline's own JACK client: its frame time)
+        self.send_at = None  # a frame-accurate output: send_at(t_ns, msg) (daemon.jacknative)
+        self.flush_out = None  # ... and its flush: drops timed note-ons not yet written
         self.phrase = None
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
         self.quiet = False  # no note-on sent since the last All Notes Off (the first stop path sends one)
@@ -258,6 +262,8 @@ class Live:
         self.improviser.stop()
         self.phrase = None
         self.queue.cancel_all()
+        if self.flush_out is not None:
+            self.flush_out()  # what was handed over and is not written yet: note-ons dropped
         self.clock_out = 0
         self._release_notes(everything)
 
@@ -274,7 +280,7 @@ class Live:
             self.on_stop("clock dropout")
         if self.running and self.enabled:
             self._generate()
-        self.dispatch(time.perf_counter_ns())
+        self.dispatch(self.now_ns())
 
     def _clock_out(self) -> None:
         """Schedule MIDI clock for the internal clock's next ticks, sent on time like the notes."""
@@ -317,36 +323,48 @@ class Live:
         return deadline(self.clock, tick, self.lookahead_ns)
 
     def dispatch(self, now_ns: int) -> None:
-        """Send every message whose deadline has come (waiting out the last ~1 ms); skip late note-ons."""
+        """Send every message whose deadline has come (waiting out the last ~1 ms); skip late note-ons.
+
+        With a frame-accurate output (`send_at`), what is due within HANDOFF_NS is handed over with its
+        time instead, and JACK writes it at that frame."""
         q, tr = self.queue, self.tracker
+        timed = self.send_at is not None
+        window = HANDOFF_NS if timed else WAKE_NS
         while True:
             head = q.peek()
-            if head is None or head.deadline_ns > now_ns + WAKE_NS:
+            if head is None or head.deadline_ns > now_ns + window:
                 return
-            now_ns = sleep_until(head.deadline_ns)
+            if not timed:
+                now_ns = sleep_until(head.deadline_ns)
             item = q.pop()
-            msg = item.msg
+            msg, at = item.msg, item.deadline_ns
             if item.kind == KIND_NOTE_ON:
-                if now_ns - item.deadline_ns > LATE_NS:
+                if now_ns - at > LATE_NS:
                     q.late += 1
                     log.debug("late note: tick %d (now tick %d), %.1f ms late", item.tick, self.clock.tick,
-                              (now_ns - item.deadline_ns) / 1e6)
+                              (now_ns - at) / 1e6)
                     continue
                 for off in tr.note_on(msg[0] & 0x0F, msg[1]):
-                    self.send(off)
+                    self._emit(at, off)
                 self.stats.notes_out += 1
                 self.quiet = False
-                self.send(msg)
+                self._emit(at, msg)
             elif item.kind == KIND_NOTE_OFF:
                 if tr.note_off(msg[0] & 0x0F, msg[1]):
-                    self.send(msg)
+                    self._emit(at, msg)
             else:
-                self.send(msg)
+                self._emit(at, msg)
+
+    def _emit(self, at: int, msg) -> None:
+        if self.send_at is not None:
+            self.send_at(at, msg)
+        else:
+            self.send(msg)
 
     def next_wake(self, now_ns: int) -> int:
         """When the loop must be awake next: the next send, the next internal tick, or 5 ms."""
         wake = now_ns + 5_000_000
         head = self.queue.peek()
         if head is not None:
-            wake = min(wake, head.deadline_ns)
+            wake = min(wake, head.deadline_ns - (HANDOFF_NS // 2 if self.send_at is not None else 0))
         return wake

@@ -117,6 +117,14 @@ class InputQueue:
             return
         self.q.put((t, event[0]))
 
+    def put(self, t_ns: int, msg) -> None:
+        """A message stamped elsewhere (leadline's own JACK client: its frame time)."""
+        self.received += 1
+        if self.q.qsize() >= self.maxsize:
+            self.dropped += 1
+            return
+        self.q.put((t_ns, msg))
+
     def get(self, timeout: float | None):
         """One (t_ns, message) or None after `timeout` seconds (0: don't wait)."""
         try:

@@ -10,7 +10,6 @@ import gc
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from daemon import config
@@ -80,11 +79,25 @@ class _Signals:
             signal.signal(sig, h)
 
 
-def loop(live: Live, io: MidiIO, inq: InputQueue, status: Status, sig: _Signals, duration_s: float) -> None:
-    end = time.perf_counter_ns() + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
-    live.start(time.perf_counter_ns())
+def open_io(midi_cfg, api: int, api_name: str, inq: InputQueue):
+    """The daemon's ports: leadline's own JACK client under JACK (midi.jack_native), else python-rtmidi's."""
+    if api_name == "jack" and midi_cfg.jack_native:
+        from daemon.jacknative import NativeIO, NativeUnavailable
+
+        try:
+            return NativeIO(midi_cfg, inq.put)
+        except NativeUnavailable as e:
+            log.warning("leadline's own JACK client is not available (%s): python-rtmidi's is used, "
+                        "notes leave at the start of a JACK cycle", e)
+    return MidiIO(midi_cfg, api, api_name, inq.callback)
+
+
+def loop(live: Live, io, inq: InputQueue, status: Status, sig: _Signals, duration_s: float) -> None:
+    clock = live.now_ns  # wall time, or JACK's frame time with leadline's own JACK client
+    end = clock() + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
+    live.start(clock())
     while not sig.stop:
-        now = time.perf_counter_ns()
+        now = clock()
         if now >= end:
             break
         item = inq.get(0)
@@ -94,7 +107,7 @@ def loop(live: Live, io: MidiIO, inq: InputQueue, status: Status, sig: _Signals,
         live.tick(now)
         status.maybe(now)
         io.check(now)
-        wait = live.next_wake(time.perf_counter_ns()) - time.perf_counter_ns() - 1_000_000
+        wait = live.next_wake(clock()) - clock() - 1_000_000
         if wait > 0:
             item = inq.get(min(wait, 5_000_000) / 1e9)
             if item is not None:
@@ -114,8 +127,12 @@ def run(args) -> int:
     if cfg.record.dir:
         live.recorder = Recorder(cfg.record.dir)
     status = Status(live, inq, engine.describe())
-    with _Signals() as sig, MidiIO(cfg.midi, api, api_name, inq.callback) as io:
+    with _Signals() as sig, open_io(cfg.midi, api, api_name, inq) as io:
         live.send = io.send
+        if getattr(io, "frame_accurate", False):  # leadline's own JACK client: JACK's frame time
+            live.now_ns, live.send_at, live.flush_out = io.now_ns, io.send_at, io.flush
+            live.lookahead_ns = 0
+            api_name = "jack, notes at their frame"
         io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first
         io.on_input_lost = live.input_lost  # (midi.connect_in) the player's held notes end there
         gc.collect()

@@ -351,3 +351,34 @@ def test_a_lost_input_ends_the_held_notes_and_respond_answers(engine, monkeypatc
     assert not rig.sounding(), f"echo still sounding: {rig.sounding()}"
     rig.ticks(4 * TICKS_PER_BEAT)
     assert rig.answers() > before, "no answer after the input was lost"
+
+
+def test_a_frame_accurate_output_gets_each_message_with_its_tick_time_and_a_flush_on_stop(engine, monkeypatch):
+    """With `send_at` (leadline's own JACK client), messages are handed over up to HANDOFF_NS ahead with
+    the predicted time of their tick (no lookahead); every stop path flushes first, then sends its
+    note-offs untimed."""
+    rig = Rig(engine, monkeypatch, 7, "mode=duet")
+    live = rig.live
+    handed: list[tuple[int, int, tuple]] = []  # (time handed over, due time, message)
+    flushes = []
+    def send_at(at, m):
+        handed.append((rig.fake.t, at, tuple(m)))
+        rig.played |= m[0] & 0xF0 == 0x90 and m[2] > 0  # (for the check on All Notes Off in `record`)
+
+    live.send_at = send_at
+    live.flush_out = lambda: flushes.append(len(handed))
+    live.lookahead_ns = 0
+    rig.feed([START])
+    t0 = rig.fake.t + rig.period  # the first tick's time
+    rig.ticks(8 * TICKS_PER_BEAT)
+    notes = [h for h in handed if h[2][0] & 0xF0 in (0x80, 0x90)]
+    assert len(notes) >= 4, "duet played nothing"
+    for when, at, msg in notes:
+        k = (at - t0) / rig.period
+        assert abs(k - round(k)) * rig.period < 1_000, f"{msg} due {at} is not on a tick ({k:.4f})"
+        assert 0 <= at - when <= live_mod.HANDOFF_NS, f"{msg} handed over {(at - when) / 1e6:.1f} ms ahead"
+    sent_before = len(rig.sent)
+    rig.feed([0xB0, PANIC_CC, 127])
+    assert flushes and flushes[-1] == len(handed), "panic did not flush what was handed over"
+    offs = rig.sent[sent_before:]
+    assert offs and offs[-1] == (0xB0, 123, 0), f"untimed note-offs and All Notes Off expected, got {offs}"

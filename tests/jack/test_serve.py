@@ -64,10 +64,11 @@ def play_phrase(player, pitches=(64, 67, 69, 71), gap_s=0.12):
         player.off(p, channel=1)
 
 
-def test_respond_answers_after_the_gap_on_the_clock_grid(rig):
+def test_respond_answers_after_the_gap_on_the_clock_grid(rig, jack):
     parts = rig(120.0, "respond.after_beats=1", "respond.bars=1")
     clock, lis, player = parts["clock"], parts["listener"], parts["player"]
     lis.listen_to(player.port)
+    before = jack.late_clients()
     clock.start()
     wait_for(lambda: len(lis.ticks()) > 24, 10, "clock ticks at the listener")
     play_phrase(player)
@@ -83,6 +84,8 @@ def test_respond_answers_after_the_gap_on_the_clock_grid(rig):
     for frame, _ in note_ons(lis):
         i = bisect.bisect_left(ticks, frame)
         err = min((frame - ticks[j] for j in (i - 1, i) if 0 <= j < len(ticks)), key=abs)
+        if not -EARLY <= err <= LATE:  # missed cycles move jack_midi_clock's ticks by whole periods
+            jack.steady_since(before, limit=0)
         assert -EARLY <= err <= LATE, f"note at frame {frame} is {err} frames from the nearest tick"
 
 

@@ -1,0 +1,105 @@
+"""leadline's own JACK client (daemon/jacknative.py, daemon/jackmidi.c) on the private JACK server.
+
+Two clients of it: one sends, the other listens; both stamp in JACK frames, so what is checked is exact
+(frames, not milliseconds) and independent of how late Python runs, as long as a message is queued a
+few cycles ahead.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from daemon import jacknative
+from daemon.jackrig import wait_for
+
+
+@pytest.fixture
+def pair(jack):
+    a = jacknative.JackMidi("native-a", "in", "out")
+    b = jacknative.JackMidi("native-b", "in", "out")
+    heard: list[tuple[int, list[int]]] = []
+    b.start_reader(lambda t, m: heard.append((b.to_frame(t), m)))
+    assert a.connect(a.out_name, b.in_name)
+    yield a, b, heard
+    a.close()
+    b.close()
+
+
+def test_timed_notes_land_on_their_exact_frames(pair):
+    a, b, heard = pair
+    first = a.to_frame(a.now_ns()) + 48_000 // 5  # 200 ms ahead
+    frames = [first + k * 750 + k % 7 for k in range(12)]  # off the cycle grid on purpose
+    for k, f in enumerate(frames):
+        assert a.send_at(a.to_ns(f), [0x90, 60 + k, 100])
+    wait_for(lambda: len(heard) >= 12, 5, "the notes at the listening client")
+    assert [f for f, _ in heard] == frames
+    assert [m[1] for _, m in heard] == [60 + k for k in range(12)]
+    assert a.stats()["late_out"] == 0
+
+
+def test_flush_drops_queued_note_ons_but_not_their_note_offs(pair):
+    a, b, heard = pair
+    now = a.to_frame(a.now_ns())
+    a.send_at(a.to_ns(now + 9_600), [0x90, 62, 100])  # 200 ms ahead: still queued at the flush
+    a.send_at(a.to_ns(now + 12_000), [0x80, 61, 0])  # a note-off queued behind it
+    a.flush()
+    a.send([0xB0, 123, 0])
+    wait_for(lambda: len(heard) >= 2, 5, "the note-off and All Notes Off")
+    time.sleep(0.3)  # past the note-on's frame
+    assert [m for _, m in heard] == [[0x80, 61, 0], [0xB0, 123, 0]]
+
+
+def test_untimed_messages_do_not_wait_behind_timed_ones(pair):
+    a, b, heard = pair
+    now = a.to_frame(a.now_ns())
+    a.send_at(a.to_ns(now + 24_000), [0x90, 64, 100])  # half a second ahead
+    a.send([0x91, 50, 90])
+    wait_for(lambda: heard, 5, "the untimed note")
+    assert heard[0][1] == [0x91, 50, 90] and heard[0][0] - now < 24_000 // 4
+    wait_for(lambda: len(heard) >= 2, 5, "the timed note")
+    assert heard[1] == (now + 24_000, [0x90, 64, 100])
+
+
+def test_a_time_already_past_goes_at_the_next_cycle_start(pair):
+    a, b, heard = pair
+    a.send_at(a.now_ns() - 50_000_000, [0x90, 65, 100])  # 50 ms ago
+    wait_for(lambda: heard, 5, "the late note")
+    assert heard[0][1] == [0x90, 65, 100] and a.stats()["late_out"] == 1
+
+
+def test_no_compiler_is_said_and_nothing_is_left_behind(monkeypatch, tmp_path):
+    monkeypatch.setenv("LEADLINE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setattr(jacknative.shutil, "which", lambda name: None)
+    with pytest.raises(jacknative.NativeUnavailable, match="no C compiler"):
+        jacknative.build()
+    assert not any(tmp_path.rglob("*.so"))
+
+
+def test_a_failed_build_names_the_missing_headers(monkeypatch, tmp_path):
+    monkeypatch.setenv("LEADLINE_CACHE", str(tmp_path))
+    bad = tmp_path / "broken.c"
+    bad.write_text("#include <no/such/header.h>\n")
+    monkeypatch.setattr(jacknative, "SOURCE", bad)
+    with pytest.raises(jacknative.NativeUnavailable, match="cannot build broken.c"):
+        jacknative.build()
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["broken.c"]
+
+
+def test_bench_quick_jack_section_puts_leadlines_notes_on_their_tick_frames(tiny_model, tmp_path):
+    """`leadline bench --quick --only jack` (its own private server): leadline's notes, written by its own
+    JACK client, land on the frame of the tick they belong to, measured by jack_midi_dump."""
+    import json
+
+    from daemon.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tiny_model.path), "--json", str(out), "--quick", "--only", "jack"]) == 0
+    jack = json.loads(out.read_text())["sections"]["jack"]
+    onset = jack["onset_error"]
+    assert onset["leadline"]["n"] >= 10 and onset["leadline_python_rtmidi"]["n"] >= 1, onset
+    if onset["leadline"]["abs_p50_ms"] > 0.05 and sum(jack["late_jack_cycles"].values()) > 100:
+        raise AssertionError(f"the JACK rig missed cycles during the measurement: {jack['late_jack_cycles']}")
+    assert onset["leadline"]["abs_p50_ms"] <= 0.05, onset
+    assert jack["tempo_change"]["input"].startswith("leadline's own JACK client"), jack["tempo_change"]
