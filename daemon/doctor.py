@@ -76,9 +76,27 @@ def check_midi(r: Report, midi_cfg) -> None:
         r.add(FIX, "MIDI backend", f"midi.api {midi_cfg.api}: {e}")
         return
     r.add(OK, "MIDI backend", f"{chosen} (midi.api: {midi_cfg.api})")
+    if chosen == "jack":
+        _check_jack_native(r, midi_cfg)
     r.add(OK, f"MIDI ports ({chosen})", f"inputs: {'; '.join(ins) or 'none'} | "
           f"outputs: {'; '.join(outs) or 'none'}")
     _check_connect(r, midi_cfg, chosen, ins, outs)
+
+
+def _check_jack_native(r: Report, midi_cfg) -> None:
+    """Whether leadline's own JACK client (notes at their frame) builds and loads here."""
+    if not midi_cfg.jack_native:
+        r.add(OK, "JACK client", "python-rtmidi's (midi.jack_native: false): notes leave at a cycle's start")
+        return
+    from daemon import jacknative
+
+    try:
+        path = jacknative.build()
+        jacknative.lib()
+    except jacknative.NativeUnavailable as e:
+        r.add(WARN, "JACK client", f"leadline's own is unavailable ({e}); python-rtmidi's is used")
+        return
+    r.add(OK, "JACK client", f"leadline's own, notes written at their frame ({path})")
 
 
 def _check_connect(r: Report, midi_cfg, backend: str, ins: list[str], outs: list[str]) -> None:
