@@ -263,11 +263,20 @@ class NativeIO:
 
     def check(self, now_ns: int) -> None:
         """As MidiIO.check: a peer port named by midi.connect_in/connect_out that vanished (said once;
-        `on_output_lost` first, `on_input_lost` after) or came back (connected again)."""
+        `on_output_lost` first, `on_input_lost` after) or came back (connected again). A JACK server that
+        shut down ends the daemon with an error (its frame time stops: wall time paces these checks)."""
         c = self.cfg
-        if now_ns < self._next_check or not (c.connect_in or c.connect_out):
+        t = time.monotonic_ns()
+        if t < self._next_check:
             return
-        self._next_check = now_ns + RECHECK_NS
+        self._next_check = t + RECHECK_NS
+        if not self.jm.alive:
+            from daemon.ports import MidiBackendError
+
+            raise MidiBackendError("the JACK server shut leadline's client down (server stopped or restarted); "
+                                   "start leadline again once JACK runs")
+        if not (c.connect_in or c.connect_out):
+            return
         if c.connect_in:
             self.in_lost = self._watch("input", self.in_lost)
         if c.connect_out:

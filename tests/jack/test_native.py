@@ -103,3 +103,30 @@ def test_bench_quick_jack_section_puts_leadlines_notes_on_their_tick_frames(tiny
         raise AssertionError(f"the JACK rig missed cycles during the measurement: {jack['late_jack_cycles']}")
     assert onset["leadline"]["abs_p50_ms"] <= 0.05, onset
     assert jack["tempo_change"]["input"].startswith("leadline's own JACK client"), jack["tempo_change"]
+
+
+def test_the_daemon_ends_with_an_error_when_the_jack_server_goes(tiny_model, tmp_path):
+    """jackd stops under a running daemon: leadline says so in one line and exits with an error,
+    instead of running on with a dead client and a frozen clock."""
+    import os
+
+    from daemon.jackrig import Daemon, JackServer
+
+    server = JackServer(f"leadline-gone-{os.getpid()}").start()
+    log = tmp_path / "daemon.log"
+    try:
+        daemon = Daemon(server, tiny_model.path, "mode=duet", log=log)
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        time.sleep(0.5)
+        server.proc.kill()
+        server.proc.wait()
+        code = daemon.proc.wait(15)
+        text = log.read_text()
+        assert code != 0 and "the JACK server shut leadline's client down" in text, text[-2000:]
+        assert "Traceback" not in text, text[-2000:]
+    finally:
+        daemon.close()
+        server.stop()
