@@ -61,7 +61,8 @@ def test_unterminated_sysex_leaves_the_jack_input_deaf(jack):
 
     RtMidi's JACK input takes every event after a SysEx that does not end in 0xF7 as its continuation
     and swallows it (clock, Start, notes, CCs) until an event ends in 0xF7; leadline cannot see or undo
-    that from Python. Same input settings as the daemon's MidiIO. A SysEx that ends in 0xF7 ends the
+    that from Python. Same input settings as the daemon's MidiIO: the path without leadline's own JACK
+    client, which is not deafened (tests/jack/test_native.py). A SysEx that ends in 0xF7 ends the
     swallowing: the marker note after it shows the rig delivers (else: a rig skip, not an xfail).
     """
     import time

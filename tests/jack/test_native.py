@@ -130,3 +130,25 @@ def test_the_daemon_ends_with_an_error_when_the_jack_server_goes(tiny_model, tmp
     finally:
         daemon.close()
         server.stop()
+
+
+def test_an_unterminated_sysex_does_not_deafen_leadlines_own_client(jack):
+    """What swallows python-rtmidi's JACK input (tests/jack/test_fuzz.py, the strict xfail) is one
+    event here, dropped; everything after it arrives."""
+    from daemon.jackrig import Player
+
+    got: list[list[int]] = []
+    player = Player(jack, name="sysex-player-native")
+    jm = jacknative.JackMidi("sysex-native", "in", "out")
+    try:
+        jm.start_reader(lambda t, m: got.append(m))
+        assert jm.connect(player.port, jm.in_name)
+        player.send([0xF0, 0x7D, 0x01])  # no 0xF7
+        sent = ([0xF8], [0xFA], [0x90, 60, 100], [0x80, 60, 0])
+        for msg in sent:
+            player.send(msg)
+        wait_for(lambda: len(got) >= 4, 5, "the messages after the unterminated SysEx")
+        assert got == list(sent)
+    finally:
+        jm.close()
+        player.close()
