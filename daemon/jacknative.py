@@ -46,16 +46,28 @@ def cache_dir() -> Path:
 
 def build() -> Path:
     """The compiled library for this source, built first if needed (atomically: a concurrent build or a
-    killed one never leaves a half-written library under the final name)."""
+    killed one never leaves a half-written library under the final name). In the cache folder, or in
+    the temporary folder when that cannot be written."""
     src = SOURCE.read_bytes()
-    out = cache_dir() / f"jackmidi-{hashlib.sha256(src).hexdigest()[:16]}.so"
-    if out.is_file():
-        return out
+    name = f"jackmidi-{hashlib.sha256(src).hexdigest()[:16]}.so"
+    folders = [cache_dir(), Path(tempfile.gettempdir()) / f"leadline-{os.getuid()}"]
+    for folder in folders:
+        if (folder / name).is_file():
+            return folder / name
     cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if cc is None:
         raise NativeUnavailable("no C compiler (apt-get install gcc libjack-jackd2-dev)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+        except OSError:
+            continue
+        return _compile(cc, fd, tmp, folder / name)
+    raise NativeUnavailable(f"no writable folder to build it in ({', '.join(map(str, folders))})")
+
+
+def _compile(cc: str, fd: int, tmp: str, out: Path) -> Path:
     os.close(fd)
     try:
         r = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-Wall", "-o", tmp, str(SOURCE), "-ljack"],

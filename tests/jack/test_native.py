@@ -6,6 +6,7 @@ few cycles ahead.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -75,6 +76,17 @@ def test_no_compiler_is_said_and_nothing_is_left_behind(monkeypatch, tmp_path):
     with pytest.raises(jacknative.NativeUnavailable, match="no C compiler"):
         jacknative.build()
     assert not any(tmp_path.rglob("*.so"))
+
+
+def test_an_unwritable_cache_builds_in_the_temporary_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("LEADLINE_CACHE", str(blocker))
+    monkeypatch.setattr(jacknative.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = jacknative.build()
+    assert out.parent == tmp_path / "tmp" / f"leadline-{os.getuid()}" and out.stat().st_size > 0
+    assert jacknative.build() == out  # found, not built again
 
 
 def test_a_failed_build_names_the_missing_headers(monkeypatch, tmp_path):
