@@ -5,6 +5,7 @@ message with `time.perf_counter_ns()` first thing and put it on a bounded queue;
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -38,7 +39,27 @@ def _auto_order() -> list[str]:
     return ["alsa", "jack"]
 
 
+def _jack_server_answers() -> bool | None:
+    """Whether a JACK server answers a client that is opened and closed again, never activated (so it
+    never joins the server's graph, as a python-rtmidi probe would); None without a system libjack."""
+    try:
+        jack = ctypes.CDLL("libjack.so.0")
+    except OSError:
+        return None
+    jack.jack_client_open.restype = ctypes.c_void_p
+    jack.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    jack.jack_client_close.argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    client = jack.jack_client_open(b"leadline-probe", 0x01, ctypes.byref(status))  # JackNoStartServer
+    if not client:
+        return False
+    jack.jack_client_close(client)
+    return True
+
+
 def _usable(api: int) -> bool:
+    if api == rtmidi.API_UNIX_JACK and (answers := _jack_server_answers()) is not None:
+        return answers
     try:
         rtmidi.MidiIn(api, name="leadline-probe").delete()
         return True
