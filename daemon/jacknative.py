@@ -124,6 +124,7 @@ class JackMidi:
         self._frame = ctypes.c_uint64(0)
         self._reader: threading.Thread | None = None
         self._stop = False
+        self._stats = {"dropped_in": 0, "late_out": 0, "dropped_out": 0}
 
     # --- time ------------------------------------------------------------------------------------------
     def to_ns(self, frame: int) -> int:
@@ -168,16 +169,17 @@ class JackMidi:
     def send(self, msg) -> bool:
         """As soon as possible (the next cycle)."""
         data = bytes(msg)
-        return self.L.ll_send(self.h, 0, data, len(data)) == 0
+        return bool(self.h) and self.L.ll_send(self.h, 0, data, len(data)) == 0  # (closed: nothing)
 
     def send_at(self, t_ns: int, msg) -> bool:
         """At the frame of `t_ns` (queue in due order; a time already past goes at the next cycle's start)."""
         data = bytes(msg)
-        return self.L.ll_send(self.h, max(self.to_frame(t_ns), 1), data, len(data)) == 0
+        return bool(self.h) and self.L.ll_send(self.h, max(self.to_frame(t_ns), 1), data, len(data)) == 0
 
     def flush(self) -> None:
         """Drop the timed note-ons queued and not yet written; other timed messages go at once."""
-        self.L.ll_flush(self.h)
+        if self.h:
+            self.L.ll_flush(self.h)
 
     # --- graph ----------------------------------------------------------------------------------------
     def connect(self, src: str, dst: str) -> bool:
@@ -193,11 +195,15 @@ class JackMidi:
 
     @property
     def alive(self) -> bool:
-        return bool(self.L.ll_alive(self.h))
+        return bool(self.h) and bool(self.L.ll_alive(self.h))
 
     def stats(self) -> dict:
-        return {"dropped_in": self.L.ll_dropped_in(self.h), "late_out": self.L.ll_late_out(self.h),
-                "dropped_out": self.L.ll_dropped_out(self.h)}
+        """Input lost to a full buffer, notes written after their frame, output JACK could not hold (the
+        last figures once closed)."""
+        if self.h:
+            self._stats = {"dropped_in": self.L.ll_dropped_in(self.h), "late_out": self.L.ll_late_out(self.h),
+                           "dropped_out": self.L.ll_dropped_out(self.h)}
+        return self._stats
 
     def close(self) -> None:
         """Stop reading, let JACK write what is queued (the last note-offs; 0.2 s at most), close."""

@@ -36,6 +36,7 @@ class Status:
 
     def __init__(self, live: Live, inq: InputQueue, engine_name: str) -> None:
         self.live, self.inq, self.engine_name = live, inq, engine_name
+        self.port_stats = None  # leadline's own JACK client: its counters (JackMidi.stats)
         self.tty = sys.stderr.isatty()
         self.every_ns = 500_000_000 if self.tty else 10_000_000_000
         self.next_ns = 0
@@ -46,7 +47,14 @@ class Status:
         state = "playing" if lv.running else "stopped"
         return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} | in {s.notes_in} "
                 f"out {s.notes_out} | step p99 {s.step_p99_ms():.2f} ms ({self.engine_name}) | "
-                f"late {lv.queue.late} dropped {self.inq.dropped}")
+                f"late {lv.queue.late} dropped {self.inq.dropped}" + self._port_line())
+
+    def _port_line(self) -> str:
+        """JACK's side: notes written after their frame, messages lost in a full buffer."""
+        if self.port_stats is None:
+            return ""
+        p = self.port_stats()
+        return f" | jack late {p['late_out']} lost {p['dropped_in'] + p['dropped_out']}"
 
     def maybe(self, now_ns: int) -> None:
         if now_ns < self.next_ns:
@@ -132,6 +140,7 @@ def run(args) -> int:
         if getattr(io, "frame_accurate", False):  # leadline's own JACK client: JACK's frame time
             live.now_ns, live.send_at, live.flush_out = io.now_ns, io.send_at, io.flush
             live.lookahead_ns = 0
+            status.port_stats = io.jm.stats
             api_name = "jack, notes at their frame"
         io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first
         io.on_input_lost = live.input_lost  # (midi.connect_in) the player's held notes end there

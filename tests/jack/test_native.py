@@ -164,3 +164,14 @@ def test_an_unterminated_sysex_does_not_deafen_leadlines_own_client(jack):
     finally:
         jm.close()
         player.close()
+
+
+def test_a_closed_client_is_inert(jack):
+    """After close (e.g. the status line printed on the way out): counters keep their last values, sends
+    do nothing; none of it reaches the freed C object (that was a segfault at exit)."""
+    jm = jacknative.JackMidi("native-closed", "in", "out")
+    jm.close()
+    jm.close()
+    assert jm.stats() == {"dropped_in": 0, "late_out": 0, "dropped_out": 0}
+    assert not jm.send([0x90, 60, 100]) and not jm.send_at(0, [0x80, 60, 0]) and not jm.alive
+    jm.flush()
