@@ -93,6 +93,14 @@ def list_ports(api: int) -> tuple[list[str], list[str]]:
         mo.delete()
 
 
+def _must_keep(msg) -> bool:
+    """System messages (transport, clock, song position) and note-offs (0x8n, or 0x9n velocity 0)."""
+    if not msg:
+        return False
+    s = msg[0]
+    return s >= 0xF0 or s & 0xF0 == 0x80 or (s & 0xF0 == 0x90 and len(msg) > 2 and msg[2] == 0)
+
+
 def find_port(ports: list[str], substring: str, what: str) -> int:
     for i, p in enumerate(ports):
         if substring.lower() in p.lower():
@@ -114,10 +122,14 @@ def run_list(args) -> int:
 
 
 class InputQueue:
-    """Bounded queue of (t_ns, message bytes) filled by the rtmidi callback thread.
+    """Bounded queue of (t_ns, message bytes) filled by the MIDI input thread.
 
-    The callback stamps each message with `time.perf_counter_ns()` first thing, counts it, and queues it
-    (or counts it as dropped when the queue is full); nothing else.
+    The rtmidi callback stamps each message with `time.perf_counter_ns()` first thing (leadline's own JACK
+    client stamps with the JACK frame and uses `put`), counts it, and queues it or counts it as dropped;
+    nothing else. When `maxsize` messages wait (a flood faster than the live loop), note-ons, controllers
+    and the like are dropped, but transport and clock (0xF0-0xFF) and note-offs still queue, up to four
+    times `maxsize`: a Start or Stop right after a flood is not lost behind it, and neither is the end of
+    a note the player held (its echo would hang).
     """
 
     __slots__ = ("q", "maxsize", "dropped", "received")
@@ -131,17 +143,13 @@ class InputQueue:
         self.received = 0
 
     def callback(self, event, _data=None) -> None:
-        t = time.perf_counter_ns()
-        self.received += 1
-        if self.q.qsize() >= self.maxsize:
-            self.dropped += 1
-            return
-        self.q.put((t, event[0]))
+        self.put(time.perf_counter_ns(), event[0])
 
     def put(self, t_ns: int, msg) -> None:
-        """A message stamped elsewhere (leadline's own JACK client: its frame time)."""
+        """Queue a stamped message (see the class docstring for what a full queue still takes)."""
         self.received += 1
-        if self.q.qsize() >= self.maxsize:
+        n = self.q.qsize()
+        if n >= self.maxsize and (n >= 4 * self.maxsize or not _must_keep(msg)):
             self.dropped += 1
             return
         self.q.put((t_ns, msg))

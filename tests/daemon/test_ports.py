@@ -35,3 +35,18 @@ def test_a_signal_during_a_timed_wait_does_not_hang_it():
         rescue.cancel()
         signal.signal(signal.SIGUSR1, old)
     assert handled and got is None and waited < 1.0
+
+
+def test_a_full_queue_still_takes_transport_clock_and_note_offs_up_to_a_hard_bound():
+    """After a flood fills the queue: Start, clock and a note-off still get in (a lost Start or Stop
+    would leave leadline silent or playing on); note-ons and controllers do not; nothing beyond 4x."""
+    q = ports.InputQueue(16)
+    for _ in range(16):
+        q.put(0, [0x90, 60, 100])
+    for msg in ([0xFA], [0x90, 61, 100], [0xB0, 1, 2], [0xF8], [0x80, 60, 0], [0x90, 60, 0], [0xFC]):
+        q.put(1, msg)
+    got = [m for _, m in iter(lambda: q.get(0), None)][16:]
+    assert got == [[0xFA], [0xF8], [0x80, 60, 0], [0x90, 60, 0], [0xFC]] and q.dropped == 2
+    for _ in range(200):
+        q.put(2, [0xF8])
+    assert q.q.qsize() == 64 and q.dropped == 2 + 200 - 64
