@@ -16,7 +16,7 @@ ARGS    ?=
 run: setup
 	@if [ ! -e /dev/snd/seq ] && ! JACK_NO_START_SERVER=1 JACK_DEFAULT_SERVER=$${JACK_DEFAULT_SERVER:-default} jack_lsp >/dev/null 2>&1; then \
 	  echo "No ALSA sequencer and no JACK server here: starting JACK with the dummy driver (server 'default')"; \
-	  (jackd -r -d dummy -r 48000 -p 64 >/tmp/leadline-jackd.log 2>&1 &); sleep 1; \
+	  (jackd -R -d dummy -r 48000 -p 64 >/tmp/leadline-jackd.log 2>&1 &); sleep 1; \
 	fi
 	$(BIN)/leadline serve --config config.yaml $(ARGS)
 
