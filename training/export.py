@@ -20,12 +20,12 @@ from daemon import codec
 from daemon.engine import file_sha256
 from daemon.errors import UserError
 from training.cache import current_umask
+from training.callbacks import BEST, CHECKPOINT
 from training.model import LeadLSTM, ModelArgs
 
 OPSET = 17
 INPUTS = ("events", "h", "c")
 OUTPUTS = ("logits", "h_out", "c_out")
-CHECKPOINT = "checkpoint.pt"
 
 
 def export_onnx(model: LeadLSTM, path: str | Path) -> None:
@@ -176,8 +176,6 @@ def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> Lead
 
 
 # --- `leadline export` ---------------------------------------------------------------------------------
-
-BEST = "best.pt"
 
 
 def model_card(ckpt: dict, source: Path) -> dict:
