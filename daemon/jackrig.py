@@ -70,9 +70,14 @@ class JackServer:
         self.proc = subprocess.Popen(["jackd", "-n", self.name, os.environ.get("LEADLINE_JACKD_RT", "-R"),
                                       "-d", "dummy", "-r", str(RATE),
                                       "-p", str(PERIOD)], stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        wait_for(lambda: self.proc.poll() is not None or self.lsp() is not None, 10, "jackd to start")
-        if self.proc.poll() is not None:
-            raise RigError(f"jackd exited with {self.proc.returncode}")
+        try:
+            wait_for(lambda: self.proc.poll() is not None or self.lsp() is not None, 10, "jackd to start")
+            if self.proc.poll() is not None:
+                raise RigError(f"jackd exited with {self.proc.returncode} (JACK keeps at most 8 servers "
+                               "registered; a killed jackd keeps its entry: stop them with SIGTERM)")
+        except BaseException:
+            self.stop()  # (and JACK_DEFAULT_SERVER back to what it was)
+            raise
         return self
 
     def late_clients(self) -> dict[str, int]:
