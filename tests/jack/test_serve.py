@@ -31,8 +31,14 @@ def rig(jack, tmp_path):
 
     Clients get fresh names in every test: a client of the previous test may still be closing."""
     k = next(_n)
-    parts = {"clock": None, "listener": Listener(jack, f"listener{k}"), "player": Player(jack, f"player{k}"),
-             "daemon": None}
+    parts = {"clock": None, "listener": None, "player": None, "daemon": None}
+    try:
+        parts["listener"] = Listener(jack, f"listener{k}")
+        parts["player"] = Player(jack, f"player{k}")
+    except BaseException:  # (a listener left running holds its 512 MB buffer for good)
+        if parts["listener"] is not None:
+            parts["listener"].close()
+        raise
 
     def start(bpm=120.0, *settings, clock=True):
         if clock:
@@ -46,10 +52,12 @@ def rig(jack, tmp_path):
         parts["listener"].listen_to(Daemon.OUT)
         return parts
 
-    yield start
-    for key in ("daemon", "clock", "player", "listener"):
-        if parts[key] is not None:
-            parts[key].close()
+    try:
+        yield start
+    finally:
+        for key in ("daemon", "clock", "player", "listener"):
+            if parts[key] is not None:
+                parts[key].close()
 
 
 def note_ons(listener, channel: int = 0) -> list[tuple[int, int]]:
