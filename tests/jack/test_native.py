@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +143,8 @@ def test_the_daemon_ends_with_an_error_when_the_jack_server_goes(tiny_model, tmp
     finally:
         daemon.close()
         server.stop()
+        for f in Path("/dev/shm").glob(f"jack_sem.*_{server.name}_*"):  # the client's, left by its dead server
+            f.unlink(missing_ok=True)
 
 
 def test_an_unterminated_sysex_does_not_deafen_leadlines_own_client(jack):
