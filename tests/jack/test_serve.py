@@ -85,6 +85,8 @@ def test_respond_answers_after_the_gap_on_the_clock_grid(rig, jack):
     beat = RATE * 60 // 120
     gap = answer[0][0] - last_off
     # the note-off is put on the nearest tick (up to half a tick early), then a beat of silence, then a beat
+    if not beat - beat / 48 - SLACK <= gap <= 2 * beat + SLACK:  # (missed cycles move the ticks by periods)
+        jack.steady_since(before, limit=0)
     assert beat - beat / 48 - SLACK <= gap <= 2 * beat + SLACK, f"answer {gap / beat:.2f} beats after the player stopped"
     wait_for(lambda: len(note_ons(lis)) >= 3, 30, "more of the answer")
     time.sleep(0.1)  # the ticks after the last note
