@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from daemon.errors import UserError
+from daemon.ports import MidiBackendError, find_port, match_port, say_back, say_gone
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def lib() -> ctypes.CDLL:
                 "ll_send": (I, [P, U64, ctypes.c_char_p, I]), "ll_flush": (None, [P]),
                 "ll_connect": (I, [P, S, S]), "ll_port_exists": (I, [P, S]),
                 "ll_ports": (I, [P, S, ctypes.c_ulong, ctypes.c_char_p, I]),
-                "ll_pending": (I, [P]), "ll_dropped_in": (U32, [P]), "ll_late_out": (U32, [P]), "ll_dropped_out": (U32, [P])}
+                "ll_pending": (I, [P]), "ll_dropped_in": (U32, [P]), "ll_late_out": (U32, [P]),
+                "ll_dropped_out": (U32, [P])}
         for name, (res, args) in sigs.items():
             f = getattr(so, name)
             f.restype, f.argtypes = res, args
@@ -138,11 +140,10 @@ class JackMidi:
 
     # --- input ----------------------------------------------------------------------------------------
     def read(self) -> tuple[int, list[int]] | None:
-        """One input event (t_ns, bytes) or None."""
+        """One input event (t_ns, bytes) or None. (The buffer holds MAX_EVENT bytes: the process callback
+        queues nothing longer, so ll_read never has to skip one.)"""
         n = self.L.ll_read(self.h, ctypes.byref(self._frame), self._buf, len(self._buf))
-        while n < 0:  # (too long for the buffer: skipped)
-            n = self.L.ll_read(self.h, ctypes.byref(self._frame), self._buf, len(self._buf))
-        if n == 0:
+        if n <= 0:
             return None
         return self.to_ns(self._frame.value), list(self._buf.raw[:n])
 
@@ -255,17 +256,13 @@ class NativeIO:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _peers(self, flags: int) -> list[str]:
+        """MIDI ports of other clients with these flags."""
+        return [p for p in self.jm.ports(flags) if p not in (self.jm.in_name, self.jm.out_name)]
+
     def _peer(self, want: str, flags: int, what: str) -> str:
-        from daemon.ports import MidiBackendError
-
-        name = self._match(want, flags)
-        if name is None:
-            raise MidiBackendError(f"no MIDI {what} port matches {want!r}; `leadline ports` lists them")
-        return name
-
-    def _match(self, want: str, flags: int) -> str | None:
-        own = (self.jm.in_name, self.jm.out_name)
-        return next((p for p in self.jm.ports(flags) if want.lower() in p.lower() and p not in own), None)
+        peers = self._peers(flags)
+        return peers[find_port(peers, want, what)]
 
     def now_ns(self) -> int:
         return self.jm.now_ns()
@@ -289,8 +286,6 @@ class NativeIO:
             return
         self._next_check = t + RECHECK_NS
         if not self.jm.alive:
-            from daemon.ports import MidiBackendError
-
             raise MidiBackendError("the JACK server shut leadline's client down (server stopped or restarted); "
                                    "start leadline again once JACK runs")
         if not (c.connect_in or c.connect_out):
@@ -306,20 +301,23 @@ class NativeIO:
         if not lost:
             if self.jm.exists(name):
                 return False
-            log.warning("MIDI %s %r is gone: leadline keeps running and reconnects to the first port "
-                        "matching %r", what, name, want)
+            say_gone(what, name, want)
             callback = self.on_input_lost if inp else self.on_output_lost
             if callback is not None:
                 callback()
             return True
-        peer = self._match(want, JACK_PORT_IS_OUTPUT if inp else JACK_PORT_IS_INPUT)
-        if peer is None or not (self.jm.connect(peer, self.jm.in_name) if inp else self.jm.connect(self.jm.out_name, peer)):
+        peers = self._peers(JACK_PORT_IS_OUTPUT if inp else JACK_PORT_IS_INPUT)
+        i = match_port(peers, want)
+        if i is None:
+            return True
+        peer = peers[i]
+        if not self.jm.connect(*((peer, self.jm.in_name) if inp else (self.jm.out_name, peer))):
             return True
         if inp:
             self.in_name = peer
         else:
             self.out_name = peer
-        log.warning("MIDI %s is back: %s %r", what, "listening on" if inp else "playing to", peer)
+        say_back(what, peer)
         return False
 
     def close(self) -> None:

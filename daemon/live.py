@@ -104,6 +104,13 @@ class Live:
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
         self.quiet = False  # no note-on sent since the last All Notes Off (the first stop path sends one)
 
+    def use_frame_output(self, io) -> None:
+        """Time and send through a frame-accurate output (leadline's own JACK client): its frame time is
+        the timebase, messages are handed over with their due time, stop paths flush it first, and no
+        lookahead is needed (JACK writes each note at its tick's frame)."""
+        self.now_ns, self.send_at, self.flush_out = io.now_ns, io.send_at, io.flush
+        self.lookahead_ns = 0
+
     # --- clocks ---------------------------------------------------------------------------------------
     @property
     def clock(self):

@@ -101,11 +101,26 @@ def _must_keep(msg) -> bool:
     return s >= 0xF0 or s & 0xF0 == 0x80 or (s & 0xF0 == 0x90 and len(msg) > 2 and msg[2] == 0)
 
 
+def match_port(ports: list[str], substring: str) -> int | None:
+    """Index of the first port whose name contains `substring` (any case), or None."""
+    return next((i for i, p in enumerate(ports) if substring.lower() in p.lower()), None)
+
+
 def find_port(ports: list[str], substring: str, what: str) -> int:
-    for i, p in enumerate(ports):
-        if substring.lower() in p.lower():
-            return i
-    raise MidiBackendError(f"no MIDI {what} port matches {substring!r}; `leadline ports` lists them")
+    i = match_port(ports, substring)
+    if i is None:
+        raise MidiBackendError(f"no MIDI {what} port matches {substring!r}; `leadline ports` lists them")
+    return i
+
+
+def say_gone(what: str, name: str, want: str) -> None:
+    """The one log line for a peer port (midi.connect_in/connect_out) that went away."""
+    log.warning("MIDI %s %r is gone: leadline keeps running and reconnects to the first port matching %r",
+                what, name, want)
+
+
+def say_back(what: str, name: str) -> None:
+    log.warning("MIDI %s is back: %s %r", what, "listening on" if what == "input" else "playing to", name)
 
 
 def run_list(args) -> int:
@@ -242,15 +257,14 @@ class MidiIO:
         if not lost:
             if name in ports:
                 return False
-            log.warning("MIDI %s %r is gone: leadline keeps running and reconnects to the first port "
-                        "matching %r", what, name, want)
+            say_gone(what, name, want)
             if what == "output" and self.on_output_lost is not None:
                 self.on_output_lost()
             self._close_side(port, what)
             if what == "input" and self.on_input_lost is not None:
                 self.on_input_lost()
             return True
-        i = next((i for i, p in enumerate(ports) if want.lower() in p.lower()), None)
+        i = match_port(ports, want)
         if i is None:
             return True
         try:
@@ -263,8 +277,7 @@ class MidiIO:
             self.in_name = ports[i]
         else:
             self.out_name = ports[i]
-        log.warning("MIDI %s is back: %s %r", what, "listening on" if what == "input" else "playing to",
-                    ports[i])
+        say_back(what, ports[i])
         return False
 
     def _close_side(self, port, what: str) -> None:

@@ -47,44 +47,47 @@ def to_midifile(parts: dict[str, list[Note]], bpm: float) -> mido.MidiFile:
 
 def write(path: str | Path, parts: dict[str, list[Note]], bpm: float) -> Path:
     """Write `parts` to `path` atomically (replacing `path` if it exists)."""
-    return _write(Path(path), parts, bpm, lambda tmp: os.replace(tmp, path))
+    path = Path(path)
+
+    def replace(tmp: str) -> Path:
+        os.replace(tmp, path)
+        return path
+
+    return _write(path.parent, parts, bpm, replace)
 
 
 def write_new(folder: str | Path, parts: dict[str, list[Note]], bpm: float, when: float | None = None) -> Path:
     """Write `parts` atomically to a new dated file in `folder`, never over an existing one: the name is
     claimed with a hard link, which fails if another writer (another leadline on the same folder in the
     same second) took it first; then the next name is tried."""
-    claimed: list[Path] = []
+    folder = Path(folder)
 
-    def claim(tmp: str) -> None:
-        for path in _names(Path(folder), when):
+    def claim(tmp: str) -> Path:
+        for path in _names(folder, when):
             try:
                 os.link(tmp, path)
             except FileExistsError:
                 continue
-            claimed.append(path)
             os.unlink(tmp)
-            return
+            return path
 
-    _write(Path(folder) / "x.mid", parts, bpm, claim)
-    return claimed[0]
+    return _write(folder, parts, bpm, claim)
 
 
-def _write(path: Path, parts: dict[str, list[Note]], bpm: float, place) -> Path:
-    """Write a temporary file next to `path`, then `place(tmp)` puts it where it belongs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _write(folder: Path, parts: dict[str, list[Note]], bpm: float, place) -> Path:
+    """Write a temporary file in `folder`; `place(tmp)` puts it where it belongs and says where."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".leadline.", suffix=".mid", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             to_midifile(parts, bpm).save(file=f)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o644 & ~mask)  # mkstemp makes it private; a MIDI file is for sharing
-        place(tmp)
+        return place(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _names(folder: Path, when: float | None):
@@ -95,11 +98,6 @@ def _names(folder: Path, when: float | None):
     while True:
         yield folder / f"leadline_{stamp}_{n}.mid"
         n += 1
-
-
-def session_path(folder: str | Path, when: float | None = None) -> Path:
-    """The first dated name in `folder` that does not exist now (`write_new` claims one atomically)."""
-    return next(p for p in _names(Path(folder), when) if not p.exists())
 
 
 class Recorder:

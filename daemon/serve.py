@@ -138,8 +138,7 @@ def run(args) -> int:
     with _Signals() as sig, open_io(cfg.midi, api, api_name, inq) as io:
         live.send = io.send
         if getattr(io, "frame_accurate", False):  # leadline's own JACK client: JACK's frame time
-            live.now_ns, live.send_at, live.flush_out = io.now_ns, io.send_at, io.flush
-            live.lookahead_ns = 0
+            live.use_frame_output(io)
             status.port_stats = io.jm.stats
             api_name = "jack, notes at their frame"
         io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first

@@ -365,9 +365,8 @@ def test_a_frame_accurate_output_gets_each_message_with_its_tick_time_and_a_flus
         handed.append((rig.fake.t, at, tuple(m)))
         rig.played |= m[0] & 0xF0 == 0x90 and m[2] > 0  # (for the check on All Notes Off in `record`)
 
-    live.send_at = send_at
-    live.flush_out = lambda: flushes.append(len(handed))
-    live.lookahead_ns = 0
+    live.use_frame_output(types.SimpleNamespace(now_ns=rig.fake.perf_counter_ns, send_at=send_at,
+                                                flush=lambda: flushes.append(len(handed))))
     rig.feed([START])
     t0 = rig.fake.t + rig.period  # the first tick's time
     rig.ticks(8 * TICKS_PER_BEAT)
