@@ -35,8 +35,10 @@ class MidiConfig:
     passthrough: bool = False
     queue_size: int = 4096
     jack_native: bool = True  # JACK: leadline's own client, notes written at their JACK frame
+    max_held_beats: float = 16.0  # a player note held longer counts as released (its note-off was lost)
 
     def check(self) -> None:
+        _range("midi.max_held_beats", self.max_held_beats, 1, 1024)
         _range("midi.in_channel", self.in_channel, 0, 16)
         _range("midi.out_channel", self.out_channel, 1, 16)
         _range("midi.queue_size", self.queue_size, 16, 1_000_000)

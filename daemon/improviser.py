@@ -3,6 +3,7 @@
 One stateful stream: the player's notes and leadline's own notes advance the same LSTM state, one token
 a step, so an answer follows what was just played. `cursor` is the song tick of the last event the state
 has seen. A rolling window of recent tokens re-primes the state in one run (Start, mode change, reload).
+Hearing the player never ends a phrase: whether the player interrupts is the jam mode's decision (Live).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from daemon import codec
 from daemon.codec import Note
 
 MAX_GAP = 2 * 96  # a longer silence is fed as two bars of rest: the model has not seen longer ones
+MAX_WAITING = 64  # player notes kept waiting for leadline's half-sampled note (bounded memory)
 
 
 class Improviser:
@@ -27,6 +29,7 @@ class Improviser:
         self.last = codec.BOS
         self.logits = None
         self.decoder: codec.Decoder | None = None
+        self.waiting: list[Note] = []  # player notes heard while leadline's note waits for its DUR
         self.phrase_end = 0
         self.first = False  # at a phrase's start: no rest before its first note
         self._no_shift = np.where(codec.kind_mask("SHIFT"), -np.inf, 0.0).astype(np.float32)
@@ -37,10 +40,10 @@ class Improviser:
     # --- state ---------------------------------------------------------------------------------------
     def reprime(self, cursor: int | None = None) -> None:
         """Fresh state primed from BOS + the seed window in one run; the window is kept."""
+        self.stop()
         toks = np.fromiter([codec.BOS, *self.window], np.int64)
         self.logits = self.engine.prime(toks)
         self.last = int(toks[-1])
-        self.decoder = None
         if cursor is not None:
             self.cursor = cursor
 
@@ -61,8 +64,22 @@ class Improviser:
 
     # --- listening -------------------------------------------------------------------------------------
     def hear(self, notes: list[Note]) -> None:
-        """Feed completed player notes (sorted by onset); an onset before the cursor is moved to it."""
-        self.decoder = None  # a phrase in progress is interrupted by what the player does
+        """Feed completed player notes (sorted by onset); an onset before the cursor is moved to it.
+
+        A phrase in progress goes on from where the state now is (duet, trade). Notes heard while
+        leadline's own note is half sampled (NOTE without its DUR) wait for that note to complete, so the
+        token stream stays well formed."""
+        d = self.decoder
+        if d is not None and d.pending >= 0:
+            self.waiting.extend(notes)
+            del self.waiting[:-MAX_WAITING]
+            return
+        self._feed(notes)
+        if d is not None:  # the phrase continues at the cursor, in the velocity the state now has
+            d.cursor = self.cursor
+            d.velocity = codec.bin_velocity(self.velocity_bin)
+
+    def _feed(self, notes: list[Note]) -> None:
         for n in notes:
             onset = max(n.onset, self.cursor)
             self.rest_until(onset)
@@ -116,6 +133,9 @@ class Improviser:
                 return None
             if note is not None:
                 self.first = False
+                if self.waiting:  # the player's notes that came while this one was half sampled
+                    waiting, self.waiting = self.waiting, []
+                    self.hear(waiting)
                 if note.end > self.phrase_end:
                     note = Note(note.onset, self.phrase_end - note.onset, note.pitch, note.velocity)
                 return note
@@ -123,3 +143,6 @@ class Improviser:
 
     def stop(self) -> None:
         self.decoder = None
+        if self.waiting:
+            waiting, self.waiting = self.waiting, []
+            self._feed(waiting)

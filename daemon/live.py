@@ -50,30 +50,35 @@ class PlayerNotes:
     """The player's sounding notes; completed notes come out in onset order for the model."""
 
     def __init__(self) -> None:
-        self.sounding: dict[int, tuple[int, int]] = {}  # pitch -> (onset tick, velocity)
+        self.sounding: dict[int, tuple[int, int, int]] = {}  # pitch -> (onset tick, velocity, channel)
         self.done: list[Note] = []
         self.pc_hist = np.zeros(12)
 
-    def on(self, pitch: int, tick: int, velocity: int) -> None:
+    def on(self, pitch: int, tick: int, velocity: int, channel: int = 0) -> None:
         if pitch in self.sounding:
             self.off(pitch, tick)
-        self.sounding[pitch] = (tick, velocity)
+        self.sounding[pitch] = (tick, velocity, channel)
         self.pc_hist *= 0.97
         self.pc_hist[pitch % 12] += 1.0
 
     def off(self, pitch: int, tick: int) -> None:
         if pitch in self.sounding:
-            onset, vel = self.sounding.pop(pitch)
+            onset, vel, _ = self.sounding.pop(pitch)
             onset = min(onset, tick)  # held while the song jumped back (Start, Song Position): from here
             self.done.append(Note(max(onset, 0), max(tick - onset, 1), pitch, vel))
             if len(self.done) > MAX_WAITING:  # a note held for long: forget the oldest waiting notes
                 del self.done[0]
 
+    def held(self, channel: int | None = None, since: int | None = None) -> list[int]:
+        """Pitches sounding (on `channel`; struck before tick `since`)."""
+        return [p for p, (t, _, ch) in self.sounding.items()
+                if (channel is None or ch == channel) and (since is None or t < since)]
+
     def ready(self) -> list[Note]:
         """Completed notes whose onset precedes every sounding note's (so the stream stays in order)."""
         if not self.done:
             return []
-        limit = min((t for t, _ in self.sounding.values()), default=1 << 62)
+        limit = min((t for t, _, _ in self.sounding.values()), default=1 << 62)
         out = sorted((n for n in self.done if n.onset <= limit), key=lambda n: (n.onset, n.pitch))
         self.done = [n for n in self.done if n.onset > limit]
         return out
@@ -169,6 +174,7 @@ class Live:
         elif ev == ClockEvent.POSITION:  # the song moved: what was scheduled belongs to the old position
             self.all_off()
             self.conductor.reset()
+            self.release_player()
             self.improviser.cursor = min(self.improviser.cursor, self.now_tick())
 
     def _note(self, t_ns: int, ch: int, pitch: int, velocity: int) -> None:
@@ -179,8 +185,8 @@ class Live:
             self.quiet = self.quiet and not velocity
         if velocity:
             self.stats.notes_in += 1
-            self.player.on(pitch, tick, velocity)
-            if self.conductor.player_on(tick):
+            self.player.on(pitch, tick, velocity, ch)
+            if self.conductor.player_on(tick, len(self.player.sounding)):
                 self.interrupt()
         else:
             self._player_off(pitch, tick)
@@ -189,7 +195,7 @@ class Live:
         if pitch not in self.player.sounding:
             return
         self.player.off(pitch, tick)
-        self.conductor.player_off(tick)
+        self.conductor.player_off(tick, len(self.player.sounding))
         ready = self.player.ready()
         if ready:
             self.improviser.hear(ready)
@@ -200,14 +206,30 @@ class Live:
         """The player's port went away (midi.connect_in): the notes it held end now, so respond and trade
         answer them instead of waiting for note-offs that cannot come, and every echoed note is let go."""
         self.all_off(everything=True)
+        self.release_player()
+
+    def release_player(self, channel: int | None = None, since: int | None = None) -> list[int]:
+        """End the player's held notes (on `channel`; struck before tick `since`) as if their note-offs
+        came now: a note-off that cannot come (lost input, All Notes Off, Start, Song Position, a note held
+        past midi.max_held_beats) must not keep respond waiting, nor the model deaf, for ever."""
         tick = self.now_tick()
-        for pitch in list(self.player.sounding):
+        pitches = self.player.held(channel, since)
+        for pitch in pitches:
             self._player_off(pitch, tick)
+        return pitches
+
+    def _expire_held(self) -> None:
+        since = self.now_tick() - round(self.cfg.midi.max_held_beats * TICKS_PER_BEAT)
+        for pitch in self.release_player(since=since):
+            log.info("the player's note %d was held over %g beats: taken as released (a lost note-off?)",
+                     pitch, self.cfg.midi.max_held_beats)
 
     def _control(self, ch: int, cc: int, value: int) -> None:
         c = self.cfg.control
-        if cc in (120, 123):  # the player's panic: echoed notes too
+        if cc in (120, 123):  # the player's panic: echoed notes too; the player's own notes have ended
             self.interrupt(everything=True)
+            if self.cfg.midi.in_channel in (0, ch + 1):
+                self.release_player(channel=ch)
         if c.channel not in (0, ch + 1):
             return
         if cc == c.temperature_cc:
@@ -225,6 +247,7 @@ class Live:
     def on_start(self) -> None:
         self.all_off()
         self.conductor.reset()
+        self.release_player()
         self.improviser.reprime(cursor=0)
         if self.recorder:
             self.recorder.begin(self.clock.bpm)
@@ -285,6 +308,8 @@ class Live:
         elif self.follower.running and self.follower.timed_out(now_ns, self.cfg.clock.timeout_ms):
             self.follower.running = False
             self.on_stop("clock dropout")
+        if self.player.sounding and self.running:
+            self._expire_held()
         if self.running and self.enabled:
             self._generate()
         self.dispatch(self.now_ns())
@@ -302,6 +327,7 @@ class Live:
         if phrase is None:
             return
         imp = self.improviser
+        # a phrase ends at its end or through all_off (which forgets self.phrase), never by hearing the player
         if not imp.playing and phrase is not self.phrase:
             self.phrase = phrase
             if self.cfg.sampling.key == "auto":

@@ -2,6 +2,8 @@
 
 A pure class: it is told the player's note-ons/offs and the current tick, and answers with the phrase
 (start tick, end tick) leadline should be playing now, or None. Ticks are MIDI clock ticks (24 a beat).
+Whether the player interrupts leadline is decided here, per mode: only respond stops when the player
+plays; duet plays on while listening, and a trade turn is leadline's whatever the player does in it.
 """
 from __future__ import annotations
 
@@ -44,9 +46,10 @@ class Conductor:
         self.mode = mode
         self.reset()
 
-    def player_on(self, tick: int) -> bool:
-        """A player note-on; True when leadline must stop now (respond: the player plays again)."""
-        self.sounding += 1
+    def player_on(self, tick: int, held: int) -> bool:
+        """A player note-on (`held`: the player's notes sounding now, this one included); True when
+        leadline must stop now (respond: the player plays again)."""
+        self.sounding = held
         self.pending_answer = True
         self.last_off = None
         if self.mode == "respond" and self.current is not None:
@@ -54,9 +57,10 @@ class Conductor:
             return True
         return False
 
-    def player_off(self, tick: int) -> None:
-        self.sounding = max(0, self.sounding - 1)
-        if self.sounding == 0:
+    def player_off(self, tick: int, held: int) -> None:
+        """A player note ended (`held`: the player's notes still sounding)."""
+        self.sounding = held
+        if held == 0:
             self.last_off = tick
 
     def phrase(self, now: int) -> Phrase | None:

@@ -12,8 +12,8 @@ def conductor(mode, after_beats=1.0, bars=2, trade_bars=4):
 def test_respond_waits_for_silence_then_answers_on_the_next_beat():
     c = conductor("respond", after_beats=1.0, bars=2)
     assert c.phrase(0) is None  # nothing played yet: nothing to answer
-    c.player_on(10)
-    c.player_off(40)
+    c.player_on(10, 1)
+    c.player_off(40, 0)
     assert c.phrase(50) is None  # still within the one-beat gap
     p = c.phrase(40 + Q)
     assert p is not None and p.start % Q == 0 and p.start > 40 + Q - 1
@@ -22,27 +22,27 @@ def test_respond_waits_for_silence_then_answers_on_the_next_beat():
 
 def test_respond_never_answers_while_a_note_is_held():
     c = conductor("respond")
-    c.player_on(0)
+    c.player_on(0, 1)
     assert c.phrase(10 * Q) is None
 
 
 def test_player_playing_again_interrupts_the_answer():
     c = conductor("respond")
-    c.player_on(0)
-    c.player_off(6)
+    c.player_on(0, 1)
+    c.player_off(6, 0)
     assert c.phrase(2 * Q) is not None
-    assert c.player_on(3 * Q) is True
+    assert c.player_on(3 * Q, 1) is True
     assert c.phrase(3 * Q + 1) is None
 
 
 def test_answer_once_per_phrase_of_the_player():
     c = conductor("respond", bars=1)
-    c.player_on(0)
-    c.player_off(6)
+    c.player_on(0, 1)
+    c.player_off(6, 0)
     p = c.phrase(2 * Q)
     assert c.phrase(p.end) is None  # answered; the player has not played since
-    c.player_on(p.end + 2)
-    c.player_off(p.end + 8)
+    c.player_on(p.end + 2, 1)
+    c.player_off(p.end + 8, 0)
     assert c.phrase(p.end + 8 + Q) is not None
 
 
@@ -61,13 +61,13 @@ def test_duet_plays_continuously_from_the_next_eighth():
     c = conductor("duet")
     p = c.phrase(5)
     assert p.start == 12 and p.end > 10 ** 9
-    c.player_on(20)
+    c.player_on(20, 1)
     assert c.phrase(21) is p  # the player does not interrupt a duet
 
 
 def test_mode_change_resets():
     c = conductor("respond")
-    c.player_on(0)
-    c.player_off(6)
+    c.player_on(0, 1)
+    c.player_off(6, 0)
     c.set_mode("trade")
     assert c.mode == "trade" and c.phrase(2 * Q) is None

@@ -1,0 +1,106 @@
+"""An in-process live rig: `daemon.live.Live` with a real engine and sampler, fed at synthetic times.
+
+What is faked is the wall clock `Live` reads (`daemon.live.time.perf_counter_ns`) and its wait
+(`daemon.live.sleep_until`), which jumps the fake clock to the deadline instead of sleeping there.
+Everything else (clock follower, conductor, improviser, scheduler, note tracker) is the code the daemon runs.
+"""
+from __future__ import annotations
+
+import types
+
+import daemon.live as live_mod
+from daemon import config
+from daemon.clock import NS_PER_MINUTE
+from daemon.codec import TICKS_PER_BEAT
+from daemon.jackrig import stuck_notes
+from daemon.live import Live
+from daemon.sampler import Sampler
+
+CLOCK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+
+
+class FakeTime:
+    """The wall clock Live reads; `sleep_until` moves it to the deadline (never backwards)."""
+
+    def __init__(self, t_ns: int) -> None:
+        self.t = t_ns
+
+    def perf_counter_ns(self) -> int:
+        return self.t
+
+    def sleep_until(self, deadline_ns: int) -> int:
+        self.t = max(self.t, deadline_ns)
+        return self.t
+
+    def advance(self, ns: int) -> int:
+        self.t += max(0, int(ns))
+        return self.t
+
+
+def msg_ok(m) -> bool:
+    """A complete, well-formed MIDI message as leadline may send it (no SysEx)."""
+    if not m or not 0x80 <= m[0] <= 0xFF or m[0] == 0xF0:
+        return False
+    s = m[0]
+    want = (2 if s & 0xE0 == 0xC0 else 3) if s < 0xF0 else {0xF2: 3, 0xF1: 2, 0xF3: 2}.get(s, 1)
+    return len(m) == want and all(0 <= b < 0x80 for b in m[1:])
+
+
+class Rig:
+    """A Live with recorded output, fed at synthetic times."""
+
+    def __init__(self, engine, monkeypatch, seed: int, *overrides: str) -> None:
+        self.fake = FakeTime(10**12)
+        monkeypatch.setattr(live_mod, "time", types.SimpleNamespace(perf_counter_ns=self.fake.perf_counter_ns))
+        monkeypatch.setattr(live_mod, "sleep_until", self.fake.sleep_until)
+        self.cfg = config.load(None, [f"sampling.seed={seed}", *overrides])
+        self.sent: list[tuple[int, ...]] = []
+        self.onsets: list[int] = []  # song tick of each of leadline's note-ons, from the time it was sent
+        self.played = True  # a note-on since leadline's last All Notes Off (the first one may come any time)
+        self.live = Live(self.cfg, engine, Sampler(self.cfg.sampling), send=self.record)
+        self.live.start(self.fake.t)
+        self.period = NS_PER_MINUTE / (120 * TICKS_PER_BEAT)
+        self.stop_checks = 0
+
+    def record(self, m) -> None:
+        assert msg_ok(m), f"leadline sent a malformed message {list(m)}"
+        if tuple(m[:2]) == (0xB0 | self.live.out_ch, 123):  # an All Notes Off says something new
+            assert self.played, "All Notes Off again with no note-on since the last (a storm floods the port)"
+            self.played = False
+        elif m[0] & 0xF0 == 0x90 and m[2]:
+            self.played = True
+            if m[0] & 0x0F == self.live.out_ch and self.live.running:
+                self.onsets.append(round(self.live.clock.tick_at(self.fake.t + self.live.lookahead_ns)))
+        self.sent.append(tuple(m))
+
+    def sounding(self) -> dict:
+        return stuck_notes([(i, bytes(m)) for i, m in enumerate(self.sent)])
+
+    def silent(self, why: str) -> None:
+        self.stop_checks += 1
+        left = self.sounding()
+        assert not left, f"after {why}: notes still sounding {left}"
+        assert len(self.live.queue) == 0, f"after {why}: {len(self.live.queue)} messages still scheduled"
+
+    def feed(self, msg) -> None:
+        self.live.handle(self.fake.t, list(msg))
+
+    def pass_(self, ns: float = 0) -> None:
+        """Time goes by, then one loop pass."""
+        self.live.tick(self.fake.advance(ns))
+
+    def ticks(self, n: int, jitter: float = 0.0, rng=None) -> None:
+        for _ in range(n):
+            self.fake.advance(self.period * (1 + (rng.uniform(-jitter, jitter) if rng else 0)))
+            self.feed([CLOCK])
+            self.pass_()
+
+    def song(self, ticks: int, events: dict[int, list]) -> None:
+        """`ticks` clock ticks from the song position now; `events[k]` (messages) go in just after tick k."""
+        for k in range(ticks):
+            self.ticks(1)
+            for msg in events.get(k, ()):
+                self.feed(msg)
+
+    def answers(self) -> int:
+        return sum(1 for m in self.sent if m[0] == 0x90 | self.live.out_ch and m[2] > 0)
