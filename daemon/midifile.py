@@ -2,8 +2,9 @@
 
 `read` takes a Standard MIDI File (a path or its bytes) and returns its tracks with notes in codec grid
 ticks (`codec.TICKS_PER_BEAT` per quarter note, converted with the file's own PPQ; tempo changes do not
-move musical time). `pick_lead` chooses the lead material among those tracks. Parsing is done by symusic
-(C++, ~100x faster than mido on real corpora); this module repairs what real files get wrong first:
+move musical time). `pick_lead` chooses the lead material among those tracks (a corpus rule), `pick_phrase`
+the phrase `leadline respond` answers. Parsing is done by symusic (C++, ~100x faster than mido on real
+corpora); this module repairs what real files get wrong first:
 
 - RIFF/RMID-wrapped files: everything before `MThd` is cut off;
 - junk after the declared tracks (HTML, RIFF trailers) is ignored; a file that ends before its declared
@@ -38,6 +39,7 @@ GUITAR_WORDS = ("guitar", "gtr", "guit", "gitar")
 LEAD_WORDS = ("lead", "solo")
 RHYTHM_WORDS = ("rhythm", "rythm", "rhy", "chord", "strum", "backing", "accomp")
 EXCLUDE_WORDS = ("bass", "drum", "perc", "kick", "snare")  # never a lead line, whatever the program
+DRUM_WORDS = ("drum", "perc", "kick", "snare")  # unpitched, whatever the channel: never a phrase
 
 _EOT = b"\xff\x2f\x00"
 MAX_GRID_TICKS = 1 << 22  # ~24 hours at 120 BPM; the longest real file here (a concert) ends at 95,860
@@ -275,6 +277,20 @@ def pick_lead(tracks: Sequence[Track], data_cfg: DataConfig) -> Lead | None:
                 and _merge(chosen + [track]).polyphony() <= data_cfg.max_polyphony):
             chosen.append(track)
     return Lead(tuple(chosen), _merge(chosen))
+
+
+def pick_phrase(tracks: Sequence[Track], data_cfg: DataConfig) -> Track | None:
+    """A player's phrase (`leadline respond`): the lead material when there is some, else the busiest
+    pitched track whatever its name, program or length (a DAW clip: one "1-MIDI" track of a few notes).
+
+    Drums (channel 10, or a drum/percussion name: a drum rack's clip plays on any channel) are never a
+    phrase; None when nothing else has notes. Unlike `pick_lead`, this is not a corpus rule.
+    """
+    lead = pick_lead(tracks, data_cfg)
+    if lead is not None:
+        return lead.line
+    pitched = [t for t in tracks if len(t) and not t.is_drum and not _has(t.name.lower(), DRUM_WORDS)]
+    return max(pitched, key=len, default=None)  # the first of the busiest
 
 
 def _merge(tracks: Sequence[Track]) -> Track:

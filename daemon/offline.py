@@ -1,8 +1,9 @@
 """`leadline respond IN.mid -o OUT.mid`: the live engine offline, answering the lead material of a file.
 
-The file's lead line (picked as ingestion does) is the player's phrase: it goes through the same
-stateful engine, and leadline answers after `respond.after_beats` of silence, on the next beat, for
-`respond.bars` bars. OUT.mid holds the phrase and the answer on two tracks at the input's tempo.
+The file's lead line (picked as ingestion does, else its busiest pitched track: a DAW clip) is the player's
+phrase: it goes through the same stateful engine, and leadline answers after `respond.after_beats` of
+silence, on the next beat, for `respond.bars` bars. OUT.mid holds the phrase and the answer on two tracks
+at the input's tempo.
 """
 from __future__ import annotations
 
@@ -35,13 +36,13 @@ def file_bpm(path: str | Path) -> float:
 
 
 def player_phrase(path: str | Path, data_cfg) -> list[Note]:
-    """The lead material of `path`, from its first note on (UserError when there is none)."""
+    """The phrase in `path` (see `midifile.pick_phrase`), from its first bar on (UserError when none)."""
     data = midifile.read(path)
-    lead = midifile.pick_lead(data.tracks, data_cfg)
-    if lead is None or not len(lead.line):
-        raise UserError(f"{path}: no lead material found (no guitar, lead or melody track with notes); "
-                        "see data.programs and data.name_patterns")
-    notes = sorted(lead.notes, key=lambda n: (n.onset, n.pitch))
+    line = midifile.pick_phrase(data.tracks, data_cfg)
+    if line is None:
+        raise UserError(f"{path}: no notes to answer (only drum tracks, or none with notes); "
+                        "give it a track with the phrase to answer")
+    notes = sorted(line.notes(), key=lambda n: (n.onset, n.pitch))
     first = data.bar_start(notes[0].onset)
     return [Note(n.onset - first, n.duration, n.pitch, n.velocity) for n in notes]
 

@@ -99,15 +99,54 @@ def test_wav_is_rendered(song, tiny_model, tmp_path):
     assert head[:4] == b"RIFF" and head[8:12] == b"WAVE"
 
 
-def test_no_lead_material_is_one_line_and_exit_1(song, tiny_model, tmp_path, capsys):
-    backing = mido.MidiFile(song)
-    backing.tracks = [t for t in backing.tracks if t.name in ("", "bass", "Drums", "Big Ben....NOT!")]
-    src = tmp_path / "backing.mid"
-    backing.save(src)
+def clip(path: Path, tracks: dict[str, tuple[int, list[int]]], program: int | None = None) -> Path:
+    """A MIDI file as a DAW exports a clip: {track name: (channel, pitches)}, one eighth note each from
+    bar 2 on, 100 BPM, and no program change unless `program` is given."""
+    mid = mido.MidiFile(type=1, ticks_per_beat=96)
+    for name, (channel, pitches) in tracks.items():
+        track = mido.MidiTrack([mido.MetaMessage("track_name", name=name),
+                                mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100)),
+                                mido.MetaMessage("time_signature", numerator=4, denominator=4)])
+        if program is not None:
+            track.append(mido.Message("program_change", channel=channel, program=program))
+        for i, pitch in enumerate(pitches):
+            track.append(mido.Message("note_on", channel=channel, note=pitch, velocity=90, time=384 if i == 0 else 0))
+            track.append(mido.Message("note_off", channel=channel, note=pitch, velocity=0, time=48))
+        mid.tracks.append(track)
+    mid.save(path)
+    return path
+
+
+@pytest.mark.parametrize("pitches", [[64, 67, 69, 71, 72, 71, 69, 67], [64, 67, 69]], ids=["8 notes", "3 notes"])
+def test_a_daw_clip_of_one_unnamed_track_is_answered(pitches, tiny_model, tmp_path, capsys):
+    src = clip(tmp_path / "clip.mid", {"1-MIDI": (0, pitches)})
+    out = tmp_path / "out.mid"
+    assert main(["respond", str(src), "-o", str(out), "--model", str(tiny_model.path), "--seed", "1"]) == 0
+    assert f"the player's {len(pitches)} notes" in capsys.readouterr().out
+    mid = mido.MidiFile(out)
+    player, lead = _notes(mid.tracks[1]), _notes(mid.tracks[2])
+    assert [p for _, _, p in player] == pitches
+    assert player[0][0] == 0 and player[0][1] == BEAT // 2, "from its first bar: the rest before it is cut"
+    assert lead and lead[0][0] > player[-1][1], "leadline answered after the phrase"
+
+
+def test_the_busiest_pitched_track_when_there_is_no_lead(tmp_path):
+    src = clip(tmp_path / "backing.mid", {"Pad": (1, [60, 64]), "Bass": (2, [40, 43, 45, 40, 38]),
+                                          "Drums": (9, [36, 38] * 8), "1-Drum Rack": (3, [36, 42] * 8)})
+    assert [n.pitch for n in offline.player_phrase(src, DataConfig())] == [40, 43, 45, 40, 38]
+
+
+def test_lead_material_wins_whatever_its_length(tmp_path):
+    src = clip(tmp_path / "song.mid", {"Piano": (0, list(range(60, 80))), "Lead": (1, [76, 79, 81])}, program=29)
+    assert [n.pitch for n in offline.player_phrase(src, DataConfig())] == [76, 79, 81]
+
+
+def test_only_drums_is_one_line_and_exit_1(tiny_model, tmp_path, capsys):
+    src = clip(tmp_path / "drums.mid", {"Drums": (9, [36, 38] * 4), "1-Drum Rack": (0, [36, 42] * 4)})
     out = tmp_path / "out.mid"
     assert main(["respond", str(src), "-o", str(out), "--model", str(tiny_model.path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no lead material" in err[0] and str(src) in err[0], err
+    assert len(err) == 1 and "no notes to answer" in err[0] and str(src) in err[0], err
     assert not out.exists()
 
 
