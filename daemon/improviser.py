@@ -12,7 +12,7 @@ from collections import deque
 import numpy as np
 
 from daemon import codec
-from daemon.codec import Note
+from daemon.codec import Note, TICKS_PER_BEAT
 
 MAX_GAP = 2 * 96  # a longer silence is fed as two bars of rest: the model has not seen longer ones
 MAX_WAITING = 64  # player notes kept waiting for leadline's half-sampled note (bounded memory)
@@ -33,6 +33,7 @@ class Improviser:
         self.phrase_end = 0
         self.first = False  # at a phrase's start: no rest before its first note
         self._no_shift = np.where(codec.kind_mask("SHIFT"), -np.inf, 0.0).astype(np.float32)
+        self._shift0 = codec.OFFSETS["SHIFT"]  # the token of SHIFT 1 (SHIFT n: _shift0 + n - 1)
         self._buf = np.empty(codec.VOCAB_SIZE, np.float32)
         self.steps = 0
         self.reprime()
@@ -119,11 +120,18 @@ class Improviser:
         """Sample up to `max_steps` tokens; the first complete note (clipped to the phrase), or None.
 
         The phrase ends (decoder dropped) when its time cursor reaches the phrase end. Its first note
-        falls on the phrase start: no SHIFT is sampled before it.
+        falls on the phrase start: no SHIFT is sampled before it. Before its last beat, no SHIFT may carry
+        the cursor to the end: a rest does not end an answer (or a trade turn) early; in its last beat, any.
         """
         d = self.decoder
         for _ in range(max_steps):
             logits = np.add(self.logits, self._no_shift, out=self._buf) if self.first else self.logits
+            left = self.phrase_end - d.cursor
+            if TICKS_PER_BEAT < left <= codec.MAX_SHIFT:  # a rest does not end the phrase before its last beat
+                if logits is not self._buf:
+                    logits = self._buf
+                    np.copyto(logits, self.logits)
+                logits[self._shift0 + left - 1:self._shift0 + codec.MAX_SHIFT] = -np.inf
             tok = self.sampler.sample(logits, self.last)
             self._advance(tok)
             note = d.feed(tok)

@@ -123,3 +123,34 @@ def test_hearing_the_player_mid_note_waits_for_its_dur_and_the_phrase_goes_on(en
     pitches = [int(codec.TOKEN_VALUE[t]) for t in imp.window if codec.TOKEN_KIND[t] == codec.K_NOTE]
     assert pitches[-2:] == [60, 62], "the player's notes were not heard after leadline's"
     assert imp.decoder.cursor == imp.cursor
+
+
+def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
+    """A model that wants to rest a whole bar (SHIFT 96 far above anything else) still plays on in a
+    1-bar phrase: the rest that ends it starts in its last beat."""
+    import numpy as np
+
+    from daemon import codec, config
+    from daemon.improviser import Improviser
+    from daemon.sampler import Sampler
+
+    class RestingModel:  # logits only: the rule is the improviser's, whatever the model
+        logits = np.full(codec.VOCAB_SIZE, -5.0, np.float32)
+        logits[codec.OFFSETS["SHIFT"] + codec.MAX_SHIFT - 1] = 20.0
+        logits[codec.OFFSETS["NOTE"] + 64 - codec.PITCH_LO] = 0.0
+        logits[codec.OFFSETS["DUR"]:codec.OFFSETS["DUR"] + 3] = 0.0
+
+        def prime(self, toks):
+            return self.logits
+
+        def step(self, tok):
+            return self.logits
+
+    imp = Improviser(RestingModel(), Sampler(config.load(None, []).sampling, seed=0), window=4096)
+    for start in (0, 960):
+        imp.begin(start, start + 96)
+        before = len(imp.window)
+        while imp.playing:
+            imp.next_note()
+        shifts = [int(codec.TOKEN_VALUE[t]) for t in list(imp.window)[before:] if codec.TOKEN_KIND[t] == codec.K_SHIFT]
+        assert shifts and sum(shifts[:-1]) >= 96 - TICKS_PER_BEAT, f"a rest ended the phrase early: {shifts}"
