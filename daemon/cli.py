@@ -10,6 +10,7 @@ import importlib
 import logging
 import sys
 
+from daemon.config import bundled_model
 from daemon.errors import UserError
 
 # subcommand -> "module:function" taking the parsed args and returning an exit code
@@ -27,6 +28,27 @@ HANDLERS = {
 }
 
 
+def version() -> str:
+    """leadline's version from the installed package's metadata."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("leadline")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+class _Version(argparse.Action):
+    """`--version`: looks the version up only when asked (importlib.metadata takes 40 ms to import)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print leadline's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"leadline {version()}")
+        parser.exit()
+
+
 def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
         p.add_argument("--config", help="YAML settings file (default: built-in defaults)")
@@ -38,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadline", description="Real-time MIDI improviser: answers a player "
                                 "with lead-guitar lines locked to MIDI clock.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -71,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True)
 
     s = sub.add_parser("bench", help="measure inference, priming, timing through JACK, ingestion")
-    s.add_argument("--model", default="models/default")
+    s.add_argument("--model", default=str(bundled_model()), help="model directory (default: the bundled one)")
     s.add_argument("--json", help="write results here (default: bench/results/<machine>.json)")
     s.add_argument("--quick", action="store_true", help="few steps, for the test suite")
     s.add_argument("--only", action="append", default=[], help="run only these sections (repeatable)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,15 +59,29 @@ class ClockConfig:
         _range("clock.bandwidth_hz", self.bandwidth_hz, 0.05, 10.0)
 
 
+def bundled_model() -> Path:
+    """The model shipped with leadline: inside the installed package (a wheel carries it as package data,
+    `daemon/models/default`), else the clone's `models/default` (editable install or source tree)."""
+    here = Path(__file__).resolve().parent
+    places = (here / "models" / "default", here.parent / "models" / "default")
+    return next((d for d in places if (d / "card.json").is_file()), places[-1])
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    model: str = "models/default"
+    model: Optional[str] = None  # model directory; None: the bundled model (set on construction)
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 1
     lookahead_ms: float = 0.7
     switch_interval_ms: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.model is None:
+            object.__setattr__(self, "model", str(bundled_model()))
+
     def check(self) -> None:
+        if not self.model:
+            raise ConfigError(f"engine.model: {self.model!r} (a model directory, or null for the bundled model)")
         _range("engine.threads", self.threads, 0, 256)
         _range("engine.lookahead_ms", self.lookahead_ms, 0.0, 50.0)
         _range("engine.switch_interval_ms", self.switch_interval_ms, 0.05, 5.0)
@@ -89,10 +104,16 @@ class SamplingConfig:
     high: str = "E6"
     velocity_scale: float = 1.0
     seed: Optional[int] = None
+    repeat_penalty: float = 0.0  # logits off the previous onset's pitches, times the run of that pitch set
+    recent_penalty: float = 0.0  # logits off each pitch, per onset of the last `recent_onsets` that struck it
+    recent_onsets: int = 4
 
     def check(self) -> None:
         _range("sampling.temperature", self.temperature, 0.05, 5.0)
         _range("sampling.top_p", self.top_p, 0.01, 1.0)
+        _range("sampling.repeat_penalty", self.repeat_penalty, 0.0, 20.0)
+        _range("sampling.recent_penalty", self.recent_penalty, 0.0, 20.0)
+        _range("sampling.recent_onsets", self.recent_onsets, 1, 64)
         _range("sampling.velocity_scale", self.velocity_scale, 0.0, 4.0)
         for key in ("low", "high"):
             try:
@@ -333,21 +354,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Config from `path` (None: defaults only) with `--set` overrides applied; raises ConfigError."""
-    data: dict = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"config file {path}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path}: not a YAML text file (not UTF-8)") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of settings at the top")
+    """Config from `path` (None: defaults only) with `--set` overrides applied; raises ConfigError.
+
+    A relative `engine.model` is a folder beside the config file when the file names it, else (`--set`)
+    in the working directory; either way `engine.model` comes out absolute.
+    """
+    data = _read(path) if path is not None else {}
+    engine = data.get("engine")
+    if isinstance(engine, dict) and isinstance(engine.get("model"), str) and engine["model"]:
+        folder = os.path.dirname(os.path.abspath(path))
+        engine["model"] = os.path.join(folder, os.path.expanduser(engine["model"]))  # an absolute one stays
     for text in overrides:
         keys, value = parse_override(text)
         node = data
@@ -358,7 +374,25 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
         node[keys[-1]] = value
     cfg = _build(Config, data)
     cfg.check()
-    return cfg
+    model = os.path.abspath(os.path.expanduser(cfg.engine.model))
+    return dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, model=model))
+
+
+def _read(path: str | Path) -> dict:
+    """The settings mapping of a YAML file; raises ConfigError."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not a YAML text file (not UTF-8)") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of settings at the top")
+    return data
 
 
 def as_dict(cfg: Any) -> dict:

@@ -140,7 +140,8 @@ def check_model(r: Report, cfg: config.Config):
     extra = [f"created {card['created']}"] if card.get("created") else []
     extra += [f"{bits:.3f} bits/event on validation"] if isinstance(bits, (int, float)) else []
     extra += [str(card["note"])] if card.get("note") else []
-    r.add(OK, "model", f"{info.path}: {info.layers} x {info.hidden} LSTM (embed {info.embed}), codec "
+    bundled = " (the bundled one)" if Path(info.path).resolve() == config.bundled_model().resolve() else ""
+    r.add(OK, "model", f"{info.path}{bundled}: {info.layers} x {info.hidden} LSTM (embed {info.embed}), codec "
           f"{card['codec_version']}, vocabulary {info.vocab}" + "".join(f"; {e}" for e in extra))
     return info
 

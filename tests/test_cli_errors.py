@@ -122,6 +122,14 @@ def test_a_missing_model_directory(tmp_path, tiny_cache):
     assert not nope.exists()
 
 
+def test_a_relative_model_path_is_beside_the_config_file_or_in_the_working_directory(tmp_path):
+    config = tmp_path / "etc" / "leadline.yaml"
+    config.parent.mkdir()
+    config.write_text("engine:\n  model: mine\n")
+    assert_one_line_error(leadline("serve", "--config", config, trap_ports=True), "serve", tmp_path / "etc" / "mine")
+    assert_one_line_error(leadline("serve", "--model", "nope-15", trap_ports=True), "serve", REPO / "nope-15")
+
+
 # --- settings -------------------------------------------------------------------------------------------
 
 def _config(tmp_path, name, content: bytes | None):

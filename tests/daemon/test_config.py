@@ -76,3 +76,46 @@ def test_music_names():
     assert config.parse_key("E minor") == (4, config.SCALES["minor"])
     with pytest.raises(ValueError):
         config.note_number("X4")
+
+
+# --- engine.model: the bundled model by default; relative paths from the file that names them -----------
+
+def test_engine_model_defaults_to_the_bundled_model_wherever_leadline_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bundled = config.bundled_model()
+    assert bundled == REPO / "models" / "default" and (bundled / "card.json").is_file()  # the clone's
+    assert config.Config().engine.model == config.load(None).engine.model == str(bundled)
+    assert config.load(None, ["engine.model=null"]).engine.model == str(bundled)
+
+
+def test_engine_model_in_a_config_file_is_beside_the_file(tmp_path, monkeypatch):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    p = tmp_path / "etc" / "leadline.yaml"
+    p.write_text("engine:\n  model: models/mine\n")
+    assert config.load(p).engine.model == str(tmp_path / "etc" / "models" / "mine")
+    assert config.load(Path("../etc/leadline.yaml")).engine.model == str(tmp_path / "etc" / "models" / "mine")
+    p.write_text(f"engine:\n  model: {tmp_path / 'abs'}\n")
+    assert config.load(p).engine.model == str(tmp_path / "abs")
+    p.write_text("engine:\n  model: null\n")
+    assert config.load(p).engine.model == str(config.bundled_model())
+
+
+def test_engine_model_on_the_command_line_is_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "sub" / "c.yaml"
+    p.parent.mkdir()
+    p.write_text("engine:\n  model: models/mine\n")
+    assert config.load(None, ["engine.model=mine"]).engine.model == str(tmp_path / "mine")
+    assert config.load(p, ["engine.model=mine"]).engine.model == str(tmp_path / "mine")  # --set wins
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert config.load(None, ["engine.model=~/m"]).engine.model == str(tmp_path / "home" / "m")
+
+
+@pytest.mark.parametrize("text", ["engine:\n  model: ''\n", "engine:\n  model: 5\n"])
+def test_a_bad_engine_model_names_the_key(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="^engine.model: "):
+        config.load(p)
