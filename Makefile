@@ -6,7 +6,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT     := jackd2 jack-midi-clock python3-venv gcc libjack-jackd2-dev
+APT     := jackd2 jack-midi-clock python3-venv gcc libc6-dev libjack-jackd2-dev  # libc6-dev: only a recommend of gcc
 TORCH   ?= torch==2.13.0
 JACK    ?= leadline
 ARGS    ?=
@@ -28,7 +28,7 @@ system: .make/system
 	@missing=""; for p in $(APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@mkdir -p .make && touch $@
 

@@ -6,7 +6,6 @@ loads. The exit code is 1 when a line says FIX (`leadline serve` would fail or m
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -33,20 +32,6 @@ class Report:
         self.out(f"{level:4s}  {what}: {text}")
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence what C libraries (ALSA, JACK) print on file descriptor 2 while probing them."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def check_python(r: Report) -> None:
     v = sys.version_info
     need = f"; leadline needs {'.'.join(map(str, MIN_PYTHON))} or newer" if v[:2] < MIN_PYTHON else ""
@@ -64,12 +49,11 @@ def check_midi(r: Report, midi_cfg) -> None:
     names = [n for n, a in ports.APIS.items() if a in compiled]
     r.add(OK if names else FIX, "python-rtmidi", f"{rtmidi.__version__}, compiled with {', '.join(names)}"
           if names else f"{rtmidi.__version__} without a MIDI API; reinstall python-rtmidi")
-    with _quiet_stderr():
-        usable = {n: ports._usable(ports.APIS[n]) for n in names}
+    usable = {n: ports._usable(ports.APIS[n]) for n in names}
     for n in names:
-        r.add(OK if usable[n] else WARN, f"MIDI {n}", "usable now" if usable[n] else _why_not(n))
+        r.add(OK if usable[n] else WARN, f"MIDI {n}", "usable now" if usable[n] else ports.why_unusable(n))
     try:
-        with _quiet_stderr():
+        with ports.quiet_stderr():
             api, chosen = ports.choose_api(midi_cfg.api)
             ins, outs = ports.list_ports(api)
     except UserError as e:
@@ -110,20 +94,6 @@ def _check_connect(r: Report, midi_cfg, backend: str, ins: list[str], outs: list
         match = [p for p in found if want.lower() in p.lower()]
         r.add(OK if match else FIX, f"midi.connect_{key}", f"{want!r} is {match[0]!r}" if match else
               f"{want!r}: no such {key}put port now; `leadline ports` lists them")
-
-
-def _why_not(name: str) -> str:
-    """What to do to make the backend `name` usable."""
-    if name == "alsa":
-        if not Path("/dev/snd/seq").exists():
-            return ("no ALSA sequencer (/dev/snd/seq missing): `sudo modprobe snd-seq`; in a container, "
-                    "pass --device /dev/snd")
-        return "/dev/snd/seq cannot be opened: join the audio group (`sudo usermod -aG audio $USER`)"
-    if name == "jack":
-        server = os.environ.get("JACK_DEFAULT_SERVER", "default")
-        return (f"no JACK server {server!r} running: start one (`jackd -d alsa` with an audio interface, "
-                "`jackd -d dummy` without)")
-    return "not usable here"
 
 
 def check_model(r: Report, cfg: config.Config):

@@ -5,6 +5,7 @@ message with `time.perf_counter_ns()` first thing and put it on a bounded queue;
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -57,26 +58,63 @@ def _jack_server_answers() -> bool | None:
     return True
 
 
-def _usable(api: int) -> bool:
-    if api == rtmidi.API_UNIX_JACK and (answers := _jack_server_answers()) is not None:
-        return answers
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence what C libraries (ALSA, JACK) print on file descriptor 2 while probing them."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
     try:
-        rtmidi.MidiIn(api, name="leadline-probe").delete()
-        return True
-    except (rtmidi.SystemError, rtmidi.InvalidUseError, RuntimeError):
-        return False
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _usable(api: int) -> bool:
+    """Whether the backend `api` works now; quiet (its C library's complaints are not shown)."""
+    if api == rtmidi.API_LINUX_ALSA and not os.path.exists("/dev/snd/seq"):
+        return False  # no ALSA sequencer: don't let alsa-lib say so on stderr
+    with quiet_stderr():
+        if api == rtmidi.API_UNIX_JACK and (answers := _jack_server_answers()) is not None:
+            return answers
+        try:
+            rtmidi.MidiIn(api, name="leadline-probe").delete()
+            return True
+        except (rtmidi.SystemError, rtmidi.InvalidUseError, RuntimeError):
+            return False
+
+
+def why_unusable(name: str) -> str:
+    """What to do to make the backend `name` usable."""
+    if name == "alsa":
+        if not os.path.exists("/dev/snd/seq"):
+            return ("no ALSA sequencer (/dev/snd/seq missing): `sudo modprobe snd-seq`; in a container, "
+                    "pass --device /dev/snd")
+        return "/dev/snd/seq cannot be opened: join the audio group (`sudo usermod -aG audio $USER`)"
+    if name == "jack":
+        server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+        return (f"no JACK server {server!r} running: start one (`jackd -d alsa` with an audio interface, "
+                "`jackd -d dummy` without)")
+    return "not usable here"
 
 
 def choose_api(name: str = "auto") -> tuple[int, str]:
-    """The rtmidi API id and name for `name` ('auto' tries the platform's backends in order)."""
+    """The rtmidi API id and name for `name` ('auto' tries the platform's backends in order; one log line
+    says why it passed over one)."""
     os.environ.setdefault("JACK_NO_START_SERVER", "1")  # never start a JACK server behind the user's back
     compiled = set(rtmidi.get_compiled_api())
     names = _auto_order() if name == "auto" else [name]
+    passed = []
     for n in names:
         if n not in APIS:
             raise MidiBackendError(f"midi.api: {n!r} (expected auto, alsa, jack, coremidi or windows)")
         if APIS[n] in compiled and _usable(APIS[n]):
+            for p in passed:
+                log.info("MIDI: %s is not usable, using %s: %s", p, n, why_unusable(p))
             return APIS[n], n
+        passed.append(n)
     if name == "auto":
         raise MidiBackendError("no MIDI backend works here (no ALSA sequencer, no JACK server running); "
                                "start one, e.g. `jackd -d dummy &`, or load snd-seq")

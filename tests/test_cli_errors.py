@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,34 @@ def test_a_bad_config_file_is_named(tmp_path, name, content, names):
     p = leadline("serve", "--config", path, trap_ports=True)
     assert_one_line_error(p, "serve", *names)
     assert "hi" not in p.stdout  # safe_load: the tag is refused, never run
+
+
+# --- MIDI backends --------------------------------------------------------------------------------------
+
+def test_midi_probes_keep_the_c_libraries_quiet():
+    """ALSA without /dev/snd/seq and a JACK server that is not there: no "ALSA lib ... failed" or "Cannot
+    connect to server" on stderr, only leadline's own line (none where ALSA works: then it lists ports)."""
+    env = dict(os.environ, JACK_DEFAULT_SERVER="leadline-no-such-server")
+    p = subprocess.run([sys.executable, "-m", "daemon.cli", "ports"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=60)
+    if p.returncode == 0:
+        assert p.stdout.startswith("backend: alsa") and not p.stderr, p.stderr
+    else:
+        assert_one_line_error(p, "ports", "no MIDI backend works here")
+
+
+def test_passing_over_a_backend_is_said_once_in_leadlines_words():
+    if sys.platform != "linux":
+        pytest.skip("the auto order tried here is Linux's: ALSA, then JACK")
+    script = ("import sys, daemon.ports as p\n"
+              "p._usable = lambda api: api == p.APIS['jack']\n"
+              "p.list_ports = lambda api: (['a'], ['b'])\n"
+              "from daemon.cli import main\n"
+              "sys.exit(main(['ports', '--api', 'auto']))\n")
+    p = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("backend: jack"), p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "MIDI: alsa is not usable, using jack: " in lines[0], p.stderr
 
 
 # --- data, training, export ------------------------------------------------------------------------------
