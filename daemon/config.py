@@ -104,16 +104,10 @@ class SamplingConfig:
     high: str = "E6"
     velocity_scale: float = 1.0
     seed: Optional[int] = None
-    repeat_penalty: float = 0.0  # logits off the previous onset's pitches, times the run of that pitch set
-    recent_penalty: float = 0.0  # logits off each pitch, per onset of the last `recent_onsets` that struck it
-    recent_onsets: int = 4
 
     def check(self) -> None:
         _range("sampling.temperature", self.temperature, 0.05, 5.0)
         _range("sampling.top_p", self.top_p, 0.01, 1.0)
-        _range("sampling.repeat_penalty", self.repeat_penalty, 0.0, 20.0)
-        _range("sampling.recent_penalty", self.recent_penalty, 0.0, 20.0)
-        _range("sampling.recent_onsets", self.recent_onsets, 1, 64)
         _range("sampling.velocity_scale", self.velocity_scale, 0.0, 4.0)
         for key in ("low", "high"):
             try:
