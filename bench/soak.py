@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 if __name__ == "__main__" and str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from daemon.jackrig import (_LINE, Clock, Daemon, JackServer, Listener, Player, RigError,  # noqa: E402
-                            stuck_notes, wait_for)
+from daemon.jackrig import (_LINE, Beat, Clock, Daemon, JackServer, Listener, Player,  # noqa: E402
+                            RigStalled, rig_wait, stuck_notes, through_rig, wait_for)
 
 PLAYER_CH = 1  # the player plays on MIDI channel 2; leadline answers on channel 1
 ENABLE_CC, MODE_CC, PANIC_CC = 23, 22, 24
@@ -168,31 +168,33 @@ def leadline_note_ons(events, since: int = 0) -> list[tuple[int, int]]:
     return [(f, m[1]) for f, m in events[since:] if len(m) == 3 and m[0] == 0x90 and m[2] > 0]
 
 
-def clean_check(lis: Listener, player: Player, timeout: float = 15) -> int:
+def clean_check(lis: Listener, player: Player, server: JackServer, timeout: float = 15) -> int:
     """Enable + respond mode by CC, Start, a phrase: leadline answers; Stop: nothing left sounding.
 
     Start and Stop come from the player's port while jack_midi_clock keeps ticking (restarting JACK
     transport is not reliable: after stop, locate 0, play, jack_midi_clock sent Song Position but no
     Start or Continue here).
 
-    Returns the number of leadline note-ons in the answer; raises TimeoutError when a step fails.
-    It starts with an End of SysEx: RtMidi's JACK input (python-rtmidi 1.5.8) takes every event after
-    an unterminated SysEx as its continuation and swallows it until one ends in 0xF7 (see
-    tests/jack/test_fuzz.py::test_unterminated_sysex_leaves_the_jack_input_deaf)."""
+    Returns the number of leadline note-ons in the answer. A step leadline fails raises AssertionError;
+    RigStalled only when the clock's ticks at the listener, or a marker from the player through the rig
+    alone, show the rig stalled. It starts with an End of SysEx: RtMidi's JACK input (python-rtmidi
+    1.5.8) takes every event after an unterminated SysEx as its continuation and swallows it until one
+    ends in 0xF7 (see tests/jack/test_fuzz.py::test_unterminated_sysex_leaves_the_jack_input_deaf)."""
+    beat = Beat(lis, probe=lambda: through_rig(server, lis, player))
     player.send([0xF7])
     for cc, value in ((ENABLE_CC, 127), (MODE_CC, 0)):
         player.send([0xB0 | PLAYER_CH, cc, value])
     player.send([0xFA])  # Start from the player's port: jack_midi_clock keeps its ticks coming
     n = len(lis.ticks())
-    wait_for(lambda: len(lis.ticks()) > n + 24, timeout, "a beat of clock after Start")
+    rig_wait(lambda: len(lis.ticks()) > n + 24, timeout, "a beat of clock after Start")
     since = len(lis.events)
     for p in (64, 67, 69, 71):
         player.note(p, 100, channel=PLAYER_CH)
         time.sleep(0.12)
         player.off(p, channel=PLAYER_CH)
-    answer = wait_for(lambda: leadline_note_ons(lis.events, since), timeout, "leadline's answer after the fuzz")
+    answer = beat.wait(lambda: leadline_note_ons(lis.events, since), timeout, "an answer after the fuzz")
     player.send([0xFC])
-    wait_for(lambda: not stuck_notes(lis.events), 3, "every note-on to have its note-off after Stop")
+    beat.wait(lambda: not stuck_notes(lis.events), 3, "every note-on's note-off after Stop")
     return len(answer)
 
 
@@ -229,21 +231,29 @@ def answers_panic(lis: Listener, player: Player, timeout: float = 4.0) -> bool:
         return False
 
 
-def start_flowing(make, close, lis: Listener, probe=None, tries: int = 3):
+def start_flowing(make, close, lis: Listener, probe=None, through=None, tries: int = 3):
     """`make()` python-rtmidi clients until they and the graph run; what make returned.
 
     Here a python-rtmidi client's start stops the whole JACK graph in about a third of the starts (all
     clients wait to be triggered), or that client alone never runs; C clients alone never did (see the
     report of tests/jack/test_storms.py). Closing the new clients and starting them again recovers it.
-    jack_midi_clock's ticks at the listener tell the graph runs; `probe(made)` that the new clients do."""
+    jack_midi_clock's ticks at the listener tell the graph runs, `through(made)` that the new test client
+    delivers (a marker through the rig alone), `probe(made)` that leadline responds. leadline failing
+    its probe while the graph and the new client both run is leadline's failure (AssertionError), not
+    the rig's; `tries` stalls of the rig in a row raise RigStalled."""
     for _ in range(tries):
         made = make()
-        if heartbeat(lis) and (probe is None or probe(made)):
-            return made
+        if heartbeat(lis) and (through is None or through(made)):
+            if probe is None or probe(made):
+                return made
+            if heartbeat(lis) and (through is None or through(made)):
+                close(made)
+                raise AssertionError("leadline did not respond to its start-up probe while the JACK graph "
+                                     "and the test client ran")
         close(made)  # (a killed daemon leaves its notes unreleased at the listener: forget what it heard)
-        wait_for(lambda: heartbeat(lis, 1.0), 10, "the JACK graph to run again")
+        rig_wait(lambda: heartbeat(lis, 1.0), 10, "the JACK graph to run again")
         del lis.events[:], lis.raw[:]
-    raise RigError(f"the JACK graph or a new python-rtmidi client stopped, {tries} times in a row")
+    raise RigStalled(f"the JACK graph or a new python-rtmidi client stopped, {tries} times in a row")
 
 
 def close_all(parts) -> None:
@@ -270,10 +280,11 @@ class Rig:
             self.lis = Listener(self.server, name=f"{prefix}-listener")
             self.lis.listen_to(Clock.PORT)
             self.clock.start()
-            wait_for(lambda: heartbeat(self.lis, 1.0), 10, "jack_midi_clock's ticks at the listener")
+            rig_wait(lambda: heartbeat(self.lis, 1.0), 10, "jack_midi_clock's ticks at the listener")
             self.log = log
-            self.player, self.daemon = start_flowing(lambda: self._clients(model, prefix, settings),
-                                                     close_all, self.lis, lambda pd: plays(self.lis, pd[0]))
+            self.player, self.daemon = start_flowing(
+                lambda: self._clients(model, prefix, settings), close_all, self.lis,
+                probe=lambda pd: plays(self.lis, pd[0]), through=lambda pd: through_rig(self.server, self.lis, pd[0]))
         except BaseException:
             self.close()
             raise
@@ -309,8 +320,8 @@ def soak(seconds: float, model: Path, seed: int = 0, cycle_s: float = 30.0) -> d
             res["cycles"] += 1
             t = time.strftime("%H:%M:%S")
             try:
-                clean_check(rig.lis, rig.player)
-            except TimeoutError as e:
+                clean_check(rig.lis, rig.player, rig.server)
+            except (AssertionError, RigStalled) as e:
                 res["failed_checks"].append(f"cycle {res['cycles']} (clean check from {t}): {e}")
             if rig.daemon.proc.poll() is not None:
                 res["failed_checks"].append(f"the daemon exited with {rig.daemon.proc.returncode}")

@@ -17,12 +17,29 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 RATE, PERIOD = 48000, 64
 REPO = Path(__file__).resolve().parents[1]
 
 
 class RigError(RuntimeError):
-    pass
+    """The rig cannot be set up (a tool missing, jackd not starting, a port that cannot be connected)."""
+
+
+class RigStalled(Exception):
+    """The rig itself stopped or missed cycles while something was measured, shown by its own heartbeat
+    (jack_midi_clock's ticks at an independent listener, a test client's messages at that listener):
+    the one outcome tests/jack report as a skip. leadline's own clients never count as the rig."""
+
+
+def rig_wait(pred, timeout: float, what: str, poll: float = 0.01):
+    """`wait_for` on the rig's own signals (clock ticks, a marker through the rig alone): when they do not
+    come, the rig stalled."""
+    try:
+        return wait_for(pred, timeout, what, poll)
+    except TimeoutError as e:
+        raise RigStalled(str(e)) from None
 
 
 def need(tool: str) -> str:
@@ -92,22 +109,23 @@ class JackServer:
                 late[name] = late.get(name, 0) + 1
         return late
 
-    def steady_since(self, before: dict[str, int], limit: int = 3) -> None:
-        """Raise AssertionError naming the rig (tests/jack/conftest.py makes it a skip) when clients
-        missed more than `limit` cycles since `before` (a `late_clients()` result): on the dummy driver a
-        missed cycle moves the clock's ticks against the wall clock leadline schedules in."""
-        missed = {k: v - before.get(k, 0) for k, v in self.late_clients().items() if v > before.get(k, 0)}
-        if sum(missed.values()) > limit:
-            raise AssertionError(f"the JACK rig missed cycles during the measurement: {missed}")
-
     def lsp(self) -> list[str] | None:
         r = subprocess.run(["jack_lsp"], capture_output=True, text=True, env=self.env)
         return r.stdout.splitlines() if r.returncode == 0 and "system:" in r.stdout else None
 
     def connect(self, src: str, dst: str) -> None:
         r = subprocess.run(["jack_connect", src, dst], capture_output=True, text=True, env=self.env)
-        if r.returncode != 0:
+        if r.returncode != 0 and not self.connected(src, dst):  # ("already connected?": it is, then)
             raise RigError(f"jack_connect {src} {dst}: {r.stderr.strip()}")
+
+    def connected(self, src: str, dst: str) -> bool:
+        r = subprocess.run(["jack_lsp", "-c", src], capture_output=True, text=True, env=self.env)
+        return any(line.strip() == dst for line in r.stdout.splitlines()[1:])
+
+    def disconnect(self, src: str, dst: str) -> None:
+        r = subprocess.run(["jack_disconnect", src, dst], capture_output=True, text=True, env=self.env)
+        if r.returncode != 0:
+            raise RigError(f"jack_disconnect {src} {dst}: {r.stderr.strip()}")
 
     def wait_port(self, port: str, timeout: float = 10) -> None:
         wait_for(lambda: port in (self.lsp() or []), timeout, f"JACK port {port!r}")
@@ -216,6 +234,109 @@ class Listener:
             self.proc.wait(3)
 
 
+TICK_TOLERANCE = 8  # frames: jack_midi_clock's ticks on a steady dummy graph are exact (90 BPM: 1333/1334)
+MARK = (0xB1, 119, 1)  # a controller leadline ignores, sent by a test player to mark a moment or probe the rig
+
+
+class Beat:
+    """The rig's heartbeat over one measurement, independent of leadline: jack_midi_clock's ticks at a
+    listener and, when a test player is given, that everything it sent reached the listener too.
+
+    Taken when the measurement starts; `stalled` says afterwards whether the rig ran: the ticks' frames
+    cover the wall time that passed (a stalled graph delivers none, and its frames stand still), and, with
+    `exact`, at regular frame intervals (on the dummy driver a missed cycle moves jack_midi_clock's ticks
+    by whole periods: 686, 622, 1372 frames where 750 were due). With `clock=False` (the transport was
+    stopped on purpose) the heartbeat is a marker sent by the player through the rig alone; `probe` is
+    such a marker check for a test client the listener does not hear (`through_rig`). Every failure in
+    tests/jack goes through `verdict`: RigStalled (a skip) only on that evidence, else the failure."""
+
+    def __init__(self, lis: "Listener", player: "Player | None" = None, clock: bool = True,
+                 probe=None) -> None:
+        self.lis, self.player, self.clock = lis, player, clock
+        self.probe = probe or (None if clock or player is None else self._marker)
+        self.t0, self.n0, self.e0 = time.monotonic(), len(lis.ticks()), len(lis.events)
+        self.sent0 = len(player.sent) if player is not None else 0
+
+    def stalled(self, exact: bool = False) -> str | None:
+        """Why the rig cannot be trusted over the measurement so far; None when it ran."""
+        if self.clock and (why := self._ticks(exact)):
+            return why
+        if not self.clock and self.probe is None:
+            return "no heartbeat: no clock and no test client to send a marker through the rig"
+        if self.player is not None:
+            heard = {m for _, m in self.lis.events[self.e0:]}
+            lost = [m for m in self.player.sent[self.sent0:] if bytes(m) not in heard]
+            if lost:
+                return (f"{len(lost)} of the test player's {len(self.player.sent) - self.sent0} messages never "
+                        f"reached the listener (first {list(lost[0])}): the python-rtmidi test client stalled")
+        if self.probe is not None and not self.probe():
+            return "a marker through the rig alone did not reach the listener in 3 s"
+        return None
+
+    def _ticks(self, exact: bool) -> str | None:
+        wall = time.monotonic() - self.t0
+        new = self.lis.ticks()[max(self.n0 - 1, 0):]
+        span = (new[-1] - new[0]) / RATE if len(new) > 1 else 0.0
+        if span < 0.5 * wall - 0.25:
+            return (f"{len(new)} clock ticks spanning {span:.2f} s of JACK frames reached the listener in "
+                    f"{wall:.2f} s: the graph stalled")
+        d = np.diff(new)
+        if exact and len(d):
+            local = np.array([np.median(d[max(0, i - 4):i + 5]) for i in range(len(d))])
+            odd = np.abs(d - local) > TICK_TOLERANCE
+            if odd.any():
+                return (f"the clock's ticks came {int(odd.sum())} times off their {np.median(d):.0f}-frame "
+                        f"spacing ({sorted(set(d[odd].tolist()))[:6]} frames): the dummy graph missed cycles")
+        return None
+
+    def _marker(self) -> bool:
+        return marker_heard(self.lis, self.player)
+
+    def verdict(self, failure: str, exact: bool = False) -> Exception:
+        """RigStalled when the heartbeat shows the rig stalled, else AssertionError(failure): raise it."""
+        why = self.stalled(exact)
+        if why is not None:
+            return RigStalled(f"{why}; meanwhile: {failure}")
+        return AssertionError(failure)
+
+    def check(self, ok: bool, failure: str, exact: bool = True) -> None:
+        """A timing or value check on leadline: its failure is a failure unless the rig stalled."""
+        if not ok:
+            raise self.verdict(failure, exact)
+
+    def wait(self, pred, timeout: float, what: str, poll: float = 0.01):
+        """Wait for leadline to do `what`: its silence is a failure unless the rig stalled meanwhile (with
+        the marker heartbeat, `pred` is asked once more after the marker came through)."""
+        try:
+            return wait_for(pred, timeout, what, poll)
+        except TimeoutError as e:
+            err = self.verdict(f"leadline: {e}")
+            if isinstance(err, AssertionError) and (v := pred()):
+                return v
+            raise err from None
+
+
+def marker_heard(lis: "Listener", player: "Player", timeout: float = 3.0) -> bool:
+    """Whether MARK sent by `player` reaches `lis` (which hears it) within `timeout` seconds."""
+    n = len(lis.events)
+    player.send(MARK)
+    try:
+        wait_for(lambda: any(m == bytes(MARK) for _, m in lis.events[n:]), timeout, "the marker")
+        return True
+    except TimeoutError:
+        return False
+
+
+def through_rig(server: JackServer, lis: "Listener", player: "Player") -> bool:
+    """Whether a marker from `player` reaches `lis` through the rig alone (connected for the probe only)."""
+    dst = f"{lis.name}:input"
+    server.connect(player.port, dst)
+    try:
+        return marker_heard(lis, player)
+    finally:
+        server.disconnect(player.port, dst)
+
+
 class Player:
     """A test client that plays notes into leadline through its own JACK MIDI port."""
 
@@ -225,10 +346,12 @@ class Player:
         self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=name)
         self.out.open_virtual_port("out")
         self.port = f"{name}:out"
+        self.sent: list[tuple[int, ...]] = []  # what `send` sent, for Beat: did the rig deliver it?
         server.wait_port(self.port)
 
     def send(self, msg) -> None:
         self.out.send_message(list(msg))
+        self.sent.append(tuple(msg))
 
     def note(self, pitch: int, velocity: int = 100, channel: int = 0) -> None:
         self.send([0x90 | channel, pitch, velocity])
@@ -252,11 +375,26 @@ class Daemon:
         args = [sys.executable, "-m", "daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model)]
         for s in settings:
             args += ["--set", s]
+        self.log_path = log
         self.log = open(log, "w") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=server.env)
-        server.wait_port(self.OUT, timeout=60)
-        server.wait_port(self.IN, timeout=10)
+        try:  # leadline not opening its ports is leadline's failure (jack_lsp answers when the graph stalls)
+            for port, timeout in ((self.OUT, 60), (self.IN, 10)):
+                wait_for(lambda: self.proc.poll() is not None or port in (server.lsp() or []), timeout,
+                         f"leadline serve to open {port!r}")
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"leadline serve exited with {self.proc.returncode} before opening "
+                                         f"its ports:\n{self.log_tail()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def log_tail(self, lines: int = 12) -> str:
+        if self.log_path is None:
+            return "(no log)"
+        self.log.flush()
+        return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
 
     def terminate(self, timeout: float = 10) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -266,6 +404,11 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def leadline_notes(events, channel: int = 0) -> list[tuple[int, bytes]]:
+    """The note messages on leadline's output channel (0-based; the tests' players use another)."""
+    return [(f, m) for f, m in events if len(m) == 3 and m[0] & 0xF0 in (0x80, 0x90) and m[0] & 0x0F == channel]
 
 
 def stuck_notes(events: list[tuple[int, bytes]]) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from bench.soak import Fuzzer, Rig, bad_messages, clean_check, dropped, rss_kb
-from daemon.jackrig import Player, stuck_notes, wait_for
+from daemon.jackrig import Beat, Player, rig_wait, stuck_notes, through_rig
 
 # (phase, seconds): ~15 s of fuzz; each phase once, the flood for 3 s right after the out-of-range values
 # (its note-offs release the notes that came with bad data bytes)
@@ -24,14 +24,15 @@ RSS_GROWTH_MB = 64  # peak RSS may exceed the RSS right after start-up by at mos
 def test_fuzz_through_a_real_port(jack, tiny_model, tmp_path, capsys):
     rig = Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="fuzz")
     try:
-        wait_for(lambda: any(len(m) == 3 and m[0] == 0x90 for _, m in rig.lis.events), 15, "duet notes")
+        beat = Beat(rig.lis, probe=lambda: through_rig(jack, rig.lis, rig.player))
+        beat.wait(lambda: any(len(m) == 3 and m[0] == 0x90 for _, m in rig.lis.events), 15, "duet notes")
         fz = Fuzzer(rig.player, seed=7)
         fz.run(0, ORDER)
         assert rig.daemon.proc.poll() is None, f"the daemon died during the fuzz:\n{rig.log.read_text()[-3000:]}"
-        answer = clean_check(rig.lis, rig.player)
+        answer = clean_check(rig.lis, rig.player, jack)
         rss = rss_kb(rig.daemon.proc.pid)
         assert rig.daemon.terminate() == 0
-        wait_for(lambda: not stuck_notes(rig.lis.events), 3, "note-offs after SIGTERM")
+        Beat(rig.lis).wait(lambda: not stuck_notes(rig.lis.events), 3, "note-offs after SIGTERM")
         n_dropped = dropped(rig.log.read_text())
         bad = bad_messages(rig.lis.raw)
         with capsys.disabled():
@@ -84,7 +85,7 @@ def test_unterminated_sysex_leaves_the_jack_input_deaf(jack):
             player.send(msg)
         player.send([0xF0, 0x7D, 0x02, 0xF7])  # a whole SysEx: ends the continuation
         player.send([0x90, 61, 100])  # the marker
-        wait_for(lambda: [0x90, 61, 100] in got, 5, "the marker after a terminated SysEx")
+        rig_wait(lambda: [0x90, 61, 100] in got, 5, "the marker after a terminated SysEx")
         assert [m for m in got if m != [0x90, 61, 100]] == list(sent), f"heard {got}"
     finally:
         mi.cancel_callback()

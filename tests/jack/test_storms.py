@@ -17,16 +17,12 @@ import time
 import pytest
 
 from bench.soak import Fuzzer, Rig, answers_panic, close_all, heartbeat, start_flowing
-from daemon.jackrig import PERIOD, RATE, Clock, Daemon, Listener, Player, stuck_notes, wait_for
+from daemon.jackrig import (MARK, PERIOD, RATE, Beat, Clock, Daemon, Listener, Player, leadline_notes,
+                            marker_heard, rig_wait, stuck_notes, through_rig, wait_for)
 
-CH = 1  # the player's channel (0-based); leadline plays on 0
-MARK = (0xB0 | CH, 119, 1)  # a controller leadline ignores: marks a moment on the listener's timeline
+CH = 1  # the player's channel (0-based); leadline plays on 0 (MARK: a controller on CH leadline ignores)
 ANO = bytes((0xB0, 123, 0))  # leadline's All Notes Off
 MS = RATE / 1000
-
-
-def leadline_notes(events):
-    return [(f, m) for f, m in events if len(m) == 3 and m[0] & 0xF0 in (0x80, 0x90) and m[0] & 0x0F == 0]
 
 
 def silenced_after(events, frame: int) -> int:
@@ -44,25 +40,12 @@ def silenced_after(events, frame: int) -> int:
     return events[i][0]
 
 
-def heard(lis, pred, timeout: float, what: str):
-    """`wait_for` at the listener; a timeout says whether the JACK graph had stopped (no clock ticks)."""
-    try:
-        return wait_for(pred, timeout, what)
-    except TimeoutError as e:
-        raise AssertionError(f"{e}" + ("" if heartbeat(lis) else
-                             ": the JACK graph stopped (no clock ticks either; see bench/soak.py)")) from None
-
-
 def marked(lis, sender) -> int:
-    """Send the marker and return its frame at the listener."""
+    """Send the marker and return its frame at the listener (the rig's own signal)."""
     n = len(lis.events)
     sender.send(MARK)
-    heard(lis, lambda: any(m == bytes(MARK) for _, m in lis.events[n:]), 10, "the marker")
+    rig_wait(lambda: any(m == bytes(MARK) for _, m in lis.events[n:]), 10, "the marker")
     return next(f for f, m in lis.events[n:] if m == bytes(MARK))
-
-
-def jack_disconnect(jack, src: str, dst: str) -> None:
-    subprocess.run(["jack_disconnect", src, dst], env=jack.env, check=True, capture_output=True)
 
 
 @pytest.fixture
@@ -107,7 +90,7 @@ def test_transport_tempo_dropout_mode_and_panic_storm(jack, tiny_model, tmp_path
                 checks.append((f"mode {mode} -> {new}", mark))
             mode = new
         elif kind == "dropout":  # the clock goes silent without a Stop, longer than clock.timeout_ms
-            jack_disconnect(jack, Clock.PORT, Daemon.IN)
+            jack.disconnect(Clock.PORT, Daemon.IN)
             time.sleep(0.7)  # > clock.timeout_ms (500)
             jack.connect(Clock.PORT, Daemon.IN)
             checks.append(("dropout", mark))
@@ -120,6 +103,7 @@ def test_transport_tempo_dropout_mode_and_panic_storm(jack, tiny_model, tmp_path
         time.sleep(rng.uniform(0.05, 0.3))
     assert daemon.proc.poll() is None, "the daemon died in the storm"
     # leadline answers afterwards: respond mode, a clean Start, a phrase
+    beat = Beat(lis, player)
     player.send([0xB0 | CH, 22, 0])
     player.send([0xFA])
     time.sleep(0.6)
@@ -128,10 +112,10 @@ def test_transport_tempo_dropout_mode_and_panic_storm(jack, tiny_model, tmp_path
         player.note(p, 100, channel=CH)
         time.sleep(0.12)
         player.off(p, channel=CH)
-    heard(lis, lambda: any(m[0] == 0x90 and m[2] for _, m in leadline_notes(lis.events[since:])), 15,
-          "leadline's answer after the storm")
+    beat.wait(lambda: any(m[0] == 0x90 and m[2] for _, m in leadline_notes(lis.events[since:])), 15,
+              "an answer after the storm")
     player.send([0xFC])
-    wait_for(lambda: not stuck_notes(leadline_notes(lis.events)), 15, "silence after the last Stop")
+    beat.wait(lambda: not stuck_notes(leadline_notes(lis.events)), 15, "silence after the last Stop")
     assert daemon.terminate() == 0
     events = list(lis.events)
     delays = {}
@@ -148,6 +132,7 @@ def test_a_stop_message_storm_does_not_flood_the_output_or_leave_notes(jack, tin
     (Each stop path used to send All Notes Off: ~2,000 a second here, more than a JACK cycle holds, and
     RtMidi drops what does not fit, note-offs included: notes were left sounding.)"""
     rig = parts(Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="burst"))
+    beat = Beat(rig.lis, probe=lambda: through_rig(jack, rig.lis, rig.player))
     rng = random.Random(1)
     for _ in range(4):
         end = time.monotonic() + 1.0
@@ -160,7 +145,7 @@ def test_a_stop_message_storm_does_not_flood_the_output_or_leave_notes(jack, tin
         rig.player.send([0xFA])
         time.sleep(1.0)  # duet plays again
     rig.player.send([0xFC])
-    heard(rig.lis, lambda: not stuck_notes(leadline_notes(rig.lis.events)), 15, "every note-on's note-off")
+    beat.wait(lambda: not stuck_notes(leadline_notes(rig.lis.events)), 15, "every note-on's note-off")
     assert sum(1 for _, m in rig.lis.events if m == ANO) <= 2 + len(
         [m for _, m in leadline_notes(rig.lis.events) if m[0] == 0x90 and m[2]]), "All Notes Off flooded the port"
     assert rig.daemon.terminate() == 0
@@ -174,14 +159,15 @@ def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_
     lis = parts(Listener(jack, name="recon-listener"))
     lis.listen_to(Clock.PORT)
     clock.start()
-    wait_for(lambda: heartbeat(lis, 1.0), 10, "clock ticks at the listener")
+    rig_wait(lambda: heartbeat(lis, 1.0), 10, "clock ticks at the listener")
 
     def clients():
         who = Player(jack, name="recon-player")
         return who, Daemon(jack, tiny_model.path, "sampling.seed=1", "respond.after_beats=0.5", "respond.bars=1",
                            "midi.connect_in=recon-player", "midi.connect_out=recon-listener", log=log)
 
-    player, daemon = start_flowing(clients, close_all, lis, lambda pd: answers_panic(lis, pd[0]))
+    player, daemon = start_flowing(clients, close_all, lis, probe=lambda pd: answers_panic(lis, pd[0]),
+                                   through=lambda pd: through_rig(jack, lis, pd[0]))
     parts(player)
     parts(daemon)
     def answered(listener, who):
@@ -190,8 +176,8 @@ def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_
             who.note(p, 100, channel=CH)
             time.sleep(0.1)
             who.off(p, channel=CH)
-        heard(listener, lambda: any(m[0] == 0x90 and m[2] for _, m in leadline_notes(listener.events[since:])),
-              15, "an answer")
+        Beat(listener, probe=lambda: through_rig(jack, listener, who)).wait(
+            lambda: any(m[0] == 0x90 and m[2] for _, m in leadline_notes(listener.events[since:])), 15, "an answer")
 
     def said(text, count=1):
         return wait_for(lambda: log.read_text().count(text) >= count, 10, f"{text!r} in the log")
@@ -209,7 +195,8 @@ def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_
     said("MIDI input 'recon-player:out' is gone")
     time.sleep(1.2)  # a few checks while it is gone: still said once
     assert log.read_text().count("is gone") == 2 and daemon.proc.poll() is None
-    player2 = parts(start_flowing(lambda: Player(jack, name="recon-player"), lambda p: p.close(), lis2))
+    player2 = parts(start_flowing(lambda: Player(jack, name="recon-player"), lambda p: p.close(), lis2,
+                                  through=lambda p: through_rig(jack, lis2, p)))
     said("MIDI input is back")
     answered(lis2, player2)
     assert daemon.terminate() == 0
@@ -226,16 +213,8 @@ def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_mode
         lis.listen_to(m.port)
         return m
 
-    def marker_heard(m):
-        n = len(lis.events)
-        m.send(MARK)
-        try:
-            return bool(wait_for(lambda: any(x == bytes(MARK) for _, x in lis.events[n:]), 4, "the marker"))
-        except TimeoutError:
-            return False
-
-    marker = parts(start_flowing(new_marker, lambda m: m.close(), lis, marker_heard))
-    heard(lis, lambda: len(leadline_notes(lis.events)) >= 4, 20, "duet notes")
+    marker = parts(start_flowing(new_marker, lambda m: m.close(), lis, through=lambda m: marker_heard(lis, m)))
+    Beat(lis, marker).wait(lambda: len(leadline_notes(lis.events)) >= 4, 20, "duet notes")
     fz = Fuzzer(player, seed=5)
     flood = threading.Thread(target=fz.phase, args=("flood", 2.5))
     flood.start()
@@ -245,7 +224,7 @@ def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_mode
     os.kill(daemon.proc.pid, sig)
     flood.join()
     assert daemon.proc.wait(10) == 0
-    mark = wait_for(lambda: next((f for f, m in lis.events[n:] if m == bytes(MARK)), None), 5, "the marker")
+    mark = rig_wait(lambda: next((f for f, m in lis.events[n:] if m == bytes(MARK)), None), 5, "the marker")
     events = list(lis.events)
     try:
         silence = silenced_after(events, mark)
