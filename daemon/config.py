@@ -97,17 +97,19 @@ class SeedConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = 0.9
-    top_p: float = 0.95
+    temperature: float = 1.0  # 1.0 / 0.99 / 0.5: chosen on the validation split, see README "The model"
+    top_p: float = 0.99
     key: Optional[str] = None  # "E minor", "A dorian", "auto", or null for no constraint
     low: str = "E2"
     high: str = "E6"
     velocity_scale: float = 1.0
     seed: Optional[int] = None
+    repeat_penalty: float = 0.5  # logits off the previous onset's pitches, times the run of that pitch set
 
     def check(self) -> None:
         _range("sampling.temperature", self.temperature, 0.05, 5.0)
         _range("sampling.top_p", self.top_p, 0.01, 1.0)
+        _range("sampling.repeat_penalty", self.repeat_penalty, 0.0, 20.0)
         _range("sampling.velocity_scale", self.velocity_scale, 0.0, 4.0)
         for key in ("low", "high"):
             try:

@@ -1,9 +1,16 @@
-"""Sampling the next token from logits: grammar, note-range and key masks, temperature, top-p; key estimation.
+"""Sampling the next token from logits: grammar, note-range and key masks, repetition control, temperature,
+top-p; key estimation.
 
 Masks are built once (again only when the key changes) as additive biases (0 or -inf) over the vocabulary:
 - grammar: after a NOTE only its DUR may follow; a DUR never comes anywhere else; BOS is never sampled;
 - range: NOTE tokens outside `sampling.low..high` are masked;
 - key: NOTE tokens whose pitch class is outside the scale are masked (`set_key`, or none).
+Repetition control, a third additive bias over the NOTE tokens, rebuilt once per onset: the pitches of the
+previous onset lose `repeat_penalty` logits times the length of the run of onsets that struck that same pitch
+set (a second identical double stop costs 1x, a third 2x, ...), so no line hammers one pitch set for ever,
+while a single repeat stays cheap (real lead lines repeat ~13 % of their onsets). The sampler follows the
+onsets from the `prev_token` of each call (a NOTE joins the current onset, a SHIFT ends it), so tokens it did
+not sample itself (the player's) count only as far as they arrive as `prev_token`.
 `sample` works in preallocated float64 buffers: no per-token arrays beyond numpy's scalar results.
 Velocity scaling happens at the output, not here.
 """
@@ -17,6 +24,7 @@ from daemon.config import SCALES, SamplingConfig, note_number, parse_key
 _IS_NOTE = codec.TOKEN_KIND == codec.K_NOTE
 _IS_DUR = codec.TOKEN_KIND == codec.K_DUR
 _PITCH = np.where(_IS_NOTE, codec.TOKEN_VALUE, -1)
+_NOTE0 = codec.OFFSETS["NOTE"] - codec.PITCH_LO  # token id of pitch p: _NOTE0 + p
 
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -36,6 +44,12 @@ class Sampler:
         self._keep = np.empty(v, bool)
         self._after_note = np.where(_IS_DUR, 0.0, -np.inf)
         self._other = np.empty(v)
+        self.repeat_penalty = cfg.repeat_penalty
+        self._penalty = np.zeros(v)  # the repetition bias, 0 or negative on NOTE tokens
+        self._penalise = False
+        self._onset: list[int] = []  # pitches of the onset being struck
+        self._last: tuple[int, ...] = ()  # pitch set of the last complete onset
+        self._run = 0  # onsets in a row that struck it
         self.key: tuple[int, tuple[int, ...]] | None = None
         if cfg.key in (None, "auto"):
             self.set_key(None)
@@ -63,7 +77,14 @@ class Sampler:
     def sample(self, logits: np.ndarray, prev_token: int) -> int:
         """A token id drawn from `logits` (vocab,) given the previous token."""
         buf = self._buf
-        np.add(logits, self._after_note if _IS_NOTE[prev_token] else self._other, out=buf)
+        after_note = _IS_NOTE[prev_token]
+        if after_note:
+            self._onset.append(int(_PITCH[prev_token]))
+        elif self._onset and codec.TOKEN_KIND[prev_token] == codec.K_SHIFT:
+            self._end_onset()
+        np.add(logits, self._after_note if after_note else self._other, out=buf)
+        if self._penalise and not after_note:
+            buf += self._penalty
         buf -= buf.max()
         buf *= 1.0 / self.temperature
         np.exp(buf, out=buf)
@@ -72,6 +93,28 @@ class Sampler:
         cum = np.cumsum(buf, out=self._cum)
         i = int(cum.searchsorted(self.rng.random() * cum[-1], "right"))
         return i if i < buf.size else int(buf.argmax())  # u rounded up to the total: the likeliest token
+
+    def reset_repetition(self) -> None:
+        """Forget the onsets seen (no repetition bias until new ones come)."""
+        self._onset.clear()
+        self._last, self._run = (), 0
+        self._penalty.fill(0.0)
+        self._penalise = False
+
+    def _end_onset(self) -> None:
+        """The current onset is complete: update the run and rebuild the repetition bias."""
+        struck = tuple(sorted(self._onset))
+        self._onset.clear()
+        self._run = self._run + 1 if struck == self._last else 1
+        pen = self._penalty
+        for p in self._last:
+            pen[_NOTE0 + p] = 0.0
+        self._last = struck
+        if self.repeat_penalty:
+            cost = -self.repeat_penalty * self._run
+            for p in struck:
+                pen[_NOTE0 + p] = cost
+            self._penalise = True
 
     def _nucleus(self, probs: np.ndarray) -> None:
         """Zero every token outside the smallest set holding top_p of the mass (unnormalised `probs`)."""

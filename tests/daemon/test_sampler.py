@@ -1,5 +1,8 @@
-"""Sampler: grammar, range and key masks, temperature, top-p, determinism; Krumhansl-Kessler key finding."""
+"""Sampler: grammar, range and key masks, temperature, top-p, determinism, repetition control; Krumhansl-Kessler
+key finding."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -135,3 +138,74 @@ def test_estimate_key(tonic, scale):
 def test_estimate_key_needs_information():
     assert estimate_key(np.zeros(12)) is None
     assert estimate_key(np.ones(12)) is None
+
+
+def _looping_logits(pitch: int, margin: float = 12.0):
+    """A model stuck in a loop: after a DUR a sixteenth's SHIFT, after the SHIFT `pitch` (by `margin` logits
+    over every other note), after the NOTE its DUR."""
+    after_dur = np.full(V, -30.0, np.float32)
+    after_dur[codec.token("SHIFT", 6)] = 0.0
+    after_shift = np.full(V, -30.0, np.float32)
+    after_shift[NOTE0:DUR0] = 0.0
+    after_shift[codec.token("NOTE", pitch)] = margin
+    return lambda prev: after_shift if codec.TOKEN_KIND[prev] == codec.K_SHIFT else after_dur
+
+
+def _onsets(sampler: Sampler, logits_after, n: int) -> list[int]:
+    """Pitches of the first `n` onsets sampled in a closed loop (each token fed back as prev_token)."""
+    out, prev = [], codec.token("SHIFT", 6)
+    while len(out) < n:
+        prev = sampler.sample(logits_after(prev), prev)
+        if codec.TOKEN_KIND[prev] == codec.K_NOTE:
+            out.append(int(codec.TOKEN_VALUE[prev]))
+    return out
+
+
+def _longest_run(xs: list[int]) -> int:
+    best = run = 1
+    for a, b in zip(xs, xs[1:]):
+        run = run + 1 if a == b else 1
+        best = max(best, run)
+    return best
+
+
+def test_repetition_penalty_breaks_a_loop():
+    loop = _looping_logits(52)
+    cfg = SamplingConfig(temperature=1.0, top_p=0.9, low="C1", high="B7")
+    stuck = _onsets(Sampler(replace(cfg, repeat_penalty=0.0), seed=0), loop, 200)
+    assert set(stuck) == {52}  # without the control the loop never ends
+    # with it, the k-th repeat costs 0.5 k logits: past ~11 repeats 52 leaves the nucleus alone
+    free = _onsets(Sampler(replace(cfg, repeat_penalty=0.5), seed=0), loop, 200)
+    assert _longest_run(free) <= 16 and free.count(52) > 100  # the loop is broken, the favourite stays
+    assert len(set(free)) > 5
+
+
+def test_repetition_penalty_resets_after_a_new_pitch_set():
+    s = Sampler(SamplingConfig(temperature=1.0, top_p=1.0, repeat_penalty=2.0, low="C1", high="B7"), seed=0)
+    shift, dur = codec.token("SHIFT", 6), DUR0 + 5
+    flat = np.zeros(V, np.float32)
+
+    def strike(*pitches):
+        for p in pitches:
+            s.sample(flat, codec.token("NOTE", p))  # each note arrives as prev_token, then its DUR
+            s.sample(flat, dur)
+        s.sample(flat, shift)  # the onset ends
+        return s._penalty[NOTE0:DUR0].copy()
+
+    pen = strike(40, 47)  # a fifth
+    assert pen[40 - codec.PITCH_LO] == pen[47 - codec.PITCH_LO] == -2.0 and np.count_nonzero(pen) == 2
+    pen = strike(40, 47)  # the same fifth again: a run of two
+    assert pen[40 - codec.PITCH_LO] == -4.0
+    pen = strike(45)  # something else: only its own pitch, once
+    assert pen[45 - codec.PITCH_LO] == -2.0 and np.count_nonzero(pen) == 1
+    s.reset_repetition()
+    assert not s._penalty.any()
+
+
+
+def test_repeat_penalty_setting_is_range_checked():
+    from daemon import config
+
+    assert config.load(None, ["sampling.repeat_penalty=1.5"]).sampling.repeat_penalty == 1.5
+    with pytest.raises(config.ConfigError, match=r"sampling\.repeat_penalty: -1"):
+        config.load(None, ["sampling.repeat_penalty=-1"])
