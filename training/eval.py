@@ -1,22 +1,26 @@
 """`leadline eval`: an exported model's held-out bits/event and accuracy against unigram and Markov baselines,
-and the quality (Yang & Lerch overlap areas) and originality (longest copy) of its continuations.
+the quality (Yang & Lerch overlap areas) and originality (longest copy) of its continuations, and how much
+its 2-bar answers sound like a lead line (`training.leadeval`: lead statistics and a realness judge).
 
-The model runs as it ships: the exported model.onnx under onnxruntime, sequences batched, the state carried
-from window to window, every sequence scored from a zero state at its BOS (the baselines likewise). Eval data
-is a cache (its `--split`) or MIDI folders, ingested on the fly with the model's data rules; of folders every
-lead line is evaluated, whatever split the song hash gives it. Baselines train on the training split of
+The model runs as it ships: the exported model.onnx under onnxruntime (`engine.threads` threads), sequences
+batched, the state carried from window to window, every sequence scored from a zero state at its BOS (the
+baselines likewise). Eval data is a cache (its `--split`) or MIDI folders, ingested on the fly with the model's
+data rules; of folders every lead line is evaluated, whatever split the song hash gives it. Baselines train on the training split of
 `--train-data` (default: the training cache, else the sources, recorded in the model card); the Markov
 order is chosen on that data's validation split.
 
 Generation: for up to `--phrases` eval sequences with enough notes, the first 32 notes are the seed and the
-model continues for as many notes as the real continuation (at most 64), sampled with `daemon.sampler`
-(grammar mask, temperature 1.0, top-p 0.95, seeded).
+model continues for as many notes as the real continuation (at most 64), sampled with `daemon.sampler` as the
+daemon samples (the `sampling.*` settings: temperature, top-p, repetition penalty; one seeded sampler per
+phrase; the note range opened to the codec's, no key). Lead-ness: up to `--phrases` sequences per corpus, each
+cut at 40, 60 and 80 % (see `training.leadeval`), answered by the model and the Markov baseline.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,7 @@ from daemon import codec, config, engine
 from daemon.errors import UserError
 from daemon.sampler import Sampler
 from training import cache as cache_mod
-from training import features
+from training import features, leadeval
 from training.dataset import IGNORE, PAD_INPUT
 from training.markov import Markov, Unigram
 
@@ -33,7 +37,6 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 SEED_NOTES, MAX_NOTES, MIN_NOTES = 32, 64, 8
 MIN_PHRASES = 10  # fewer: the distance distributions (and the half-vs-half reference) mean nothing
-TEMPERATURE, TOP_P = 1.0, 0.95
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -63,11 +66,6 @@ def load_data(inputs: list[str], data_cfg: config.DataConfig) -> tuple[cache_mod
     from training import ingest
 
     return ingest.build([str(p) for p in paths], data_cfg, progress=True), "midi"
-
-
-def all_sequences(c: cache_mod.Cache) -> list[np.ndarray]:
-    """Every untransposed sequence of a cache, whatever its split."""
-    return [c.tokens[r["start"]:r["end"]] for r in c.index if r["transpose"] == 0]
 
 
 def default_train_data(card: dict) -> list[str]:
@@ -146,9 +144,10 @@ def make_phrases(seqs: list[np.ndarray], limit: int, seed: int) -> list[tuple[np
     return out
 
 
-def generate(info: engine.ModelInfo, phrases: list, seed: int) -> list[list[codec.Note]]:
+def generate(info: engine.ModelInfo, phrases: list, seed: int,
+             sampling: config.SamplingConfig = config.SamplingConfig()) -> list[list[codec.Note]]:
     """Continue each seed for as many notes as its real continuation, all phrases stepped as one batch."""
-    eng = engine.CpuEngine(info, threads=0, batch=len(phrases))
+    eng = engine.CpuEngine(info, threads=1, batch=len(phrases))
     states, logits, decoders = [], [], []
     for tokens, _ in phrases:
         lg, h, c = eng.run_window(tokens)
@@ -158,13 +157,14 @@ def generate(info: engine.ModelInfo, phrases: list, seed: int) -> list[list[code
         for t in tokens:
             decoders[-1].feed(int(t))
     eng.state = (np.concatenate([h for h, _ in states], 1), np.concatenate([c for _, c in states], 1))
-    sampler = Sampler(config.SamplingConfig(temperature=TEMPERATURE, top_p=TOP_P, low="C1", high="B7"), seed=seed)
+    cfg = replace(sampling, low="C1", high="B7", key=None)
+    samplers = [Sampler(cfg, seed=seed * 100_003 + b) for b in range(len(phrases))]  # one repetition state each
     want = [len(real) for _, real in phrases]
     out: list[list[codec.Note]] = [[] for _ in phrases]
     prev = [int(tokens[-1]) for tokens, _ in phrases]
     rows = np.stack(logits)
     for _ in range(12 * max(want) + 64):
-        toks = np.array([sampler.sample(rows[b], prev[b]) for b in range(len(phrases))], np.int64)
+        toks = np.array([samplers[b].sample(rows[b], prev[b]) for b in range(len(phrases))], np.int64)
         for b, t in enumerate(toks):
             if len(out[b]) < want[b] and (note := decoders[b].feed(int(t))) is not None:
                 out[b].append(note)
@@ -174,7 +174,12 @@ def generate(info: engine.ModelInfo, phrases: list, seed: int) -> list[list[code
     return out
 
 
-def quality(phrases: list, generated: list[list[codec.Note]], train: list[np.ndarray], seed: int) -> dict:
+def train_symbols(train: list[np.ndarray]) -> list[np.ndarray]:
+    """The training sequences as copy symbols (`features.note_symbols`)."""
+    return [features.note_symbols(*features.token_notes(s)) for s in train]
+
+
+def quality(phrases: list, generated: list[list[codec.Note]], train_syms: list[np.ndarray], seed: int) -> dict:
     """Overlap areas (with the real-vs-real reference) and the 95th percentile of the longest copies."""
     pairs = [(seed_toks, real, gen) for (seed_toks, real), gen in zip(phrases, generated) if gen]
     if len(pairs) < MIN_PHRASES:
@@ -182,7 +187,6 @@ def quality(phrases: list, generated: list[list[codec.Note]], train: list[np.nda
                 "n_phrases": len(pairs)}
     real = [features.phrase_features(r) for _, r, _ in pairs]
     gen = [features.phrase_features(g) for _, _, g in pairs]
-    train_syms = [features.note_symbols(*features.token_notes(s)) for s in train]
 
     def syms(seed_toks, notes):
         last = int(features.token_notes(seed_toks)[0][-1])
@@ -198,8 +202,9 @@ def quality(phrases: list, generated: list[list[codec.Note]], train: list[np.nda
 
 # --- the whole evaluation -------------------------------------------------------------------------------
 
-def baselines(train: list[np.ndarray], val: list[np.ndarray], test: list[np.ndarray]) -> dict:
-    """Unigram and Markov bits/event on `test`, the Markov order chosen on `val` (else the default)."""
+def baselines(train: list[np.ndarray], val: list[np.ndarray], test: list[np.ndarray]) -> tuple[dict, Markov]:
+    """Unigram and Markov bits/event on `test`, the Markov order chosen on `val` (else the default); the
+    fitted Markov model."""
     uni = Unigram().fit(train)
     markov = Markov().fit(train)
     if val:
@@ -207,28 +212,38 @@ def baselines(train: list[np.ndarray], val: list[np.ndarray], test: list[np.ndar
     else:
         log.warning("the training data has no validation split: Markov order %d, not chosen", markov.order)
     return {"unigram_nll_bits_per_event": uni.nll_bits(test), "markov_nll_bits_per_event": markov.nll_bits(test),
-            "markov_order": markov.order}
+            "markov_order": markov.order}, markov
 
 
 def evaluate(info: engine.ModelInfo, test: list[np.ndarray], train: list[np.ndarray], val: list[np.ndarray],
-             seed: int = 0, phrases: int = 100) -> dict:
-    """The report's numbers (see `run`) for eval sequences `test` and the baselines' `train` and `val`."""
+             seed: int = 0, phrases: int = 100, sampling: config.SamplingConfig = config.SamplingConfig(),
+             test_corpora: list[str] | None = None, val_corpora: list[str] | None = None, threads: int = 1) -> dict:
+    """The report's numbers (see `run`) for eval sequences `test` and the baselines' `train` and `val`;
+    `*_corpora` label each sequence with its corpus for the lead section (default: one corpus, 'data');
+    `threads`: onnxruntime's threads for scoring (0: all cores)."""
     if not test:
         raise UserError("no sequences to evaluate (empty split or no lead lines in the eval data)")
     if not train:
         raise UserError("the baselines' training data has no training sequences; pass another --train-data")
-    sess = engine.session(info.onnx, engine.cpu_options(threads=0), ["CPUExecutionProvider"])
+    sess = engine.session(info.onnx, engine.cpu_options(threads=threads), ["CPUExecutionProvider"])
     report = score(sess, info, test)
     report["n_sequences"] = len(test)
-    report.update(baselines(train, val, test))
-    markov = report["markov_nll_bits_per_event"]
-    report["improvement_vs_markov"] = (markov - report["nll_bits_per_event"]) / markov
+    numbers, markov = baselines(train, val, test)
+    report.update(numbers)
+    report["improvement_vs_markov"] = (numbers["markov_nll_bits_per_event"] - report["nll_bits_per_event"]) \
+        / numbers["markov_nll_bits_per_event"]
     chosen = make_phrases(test, phrases, seed)
-    generated = generate(info, chosen, seed) if chosen else []
-    q = quality(chosen, generated, train, seed)
+    generated = generate(info, chosen, seed, sampling) if chosen else []
+    train_syms = train_symbols(train)
+    q = quality(chosen, generated, train_syms, seed)
     report.update({k: v for k, v in q.items() if k != "n_phrases"})
     report["generation"] = {"phrases": q["n_phrases"], "seed_notes": SEED_NOTES, "max_notes": MAX_NOTES,
-                            "temperature": TEMPERATURE, "top_p": TOP_P, "seed": seed}
+                            "temperature": sampling.temperature, "top_p": sampling.top_p,
+                            "repeat_penalty": sampling.repeat_penalty, "seed": seed}
+    report["lead"] = leadeval.lead_report(
+        info, markov, list(zip(test, test_corpora or ["data"] * len(test))),
+        list(zip(val, val_corpora or ["data"] * len(val))), train_syms, sampling, phrases, seed)
+    report["sampling"] = asdict(sampling)
     return report
 
 
@@ -245,12 +260,12 @@ def format_table(r: dict) -> str:
              f"{'unigram':24}{r['unigram_nll_bits_per_event']:>11.4f}",
              f"improvement vs Markov: {100 * r['improvement_vs_markov']:.1f} %"]
     g = r["generation"]
+    sampling = f"T={g['temperature']}, top-p {g['top_p']}, repeat penalty {g.get('repeat_penalty', 0)}"
     if r.get("oa"):
         names = features.FEATURES + ("mean",)
         short = {"pitch_class_histogram": "PCH", "pitch_range": "range", "mean_abs_interval": "interval",
                  "ioi_mean": "IOI", "note_length_mean": "length", "mean": "mean"}
-        lines += [f"generation: {g['phrases']} phrases, {g['seed_notes']}-note seeds, T={g['temperature']}, "
-                  f"top-p {g['top_p']}",
+        lines += [f"generation: {g['phrases']} phrases, {g['seed_notes']}-note seeds, {sampling}",
                   f"  {'overlap area':16}" + "".join(f"{short[n]:>9}" for n in names),
                   f"  {'model vs real':16}" + "".join(f"{r['oa'][n]:>9.3f}" for n in names),
                   f"  {'real vs real':16}" + "".join(f"{r['oa_reference'][n]:>9.3f}" for n in names),
@@ -259,6 +274,8 @@ def format_table(r: dict) -> str:
     else:
         lines.append(f"generation: {g['phrases']} eval sequences with {SEED_NOTES + MIN_NOTES}+ notes, "
                      f"too few to compare (needs {MIN_PHRASES})")
+    if r.get("lead", {}).get("per_corpus"):
+        lines += leadeval.format_lead(r["lead"])
     return "\n".join(lines)
 
 
@@ -269,13 +286,17 @@ def run(args) -> int:
     if args.split not in cache_mod.SPLITS:
         raise UserError(f"--split {args.split!r}: expected one of {', '.join(cache_mod.SPLITS)}")
     data, kind = load_data(args.data, cfg.data)
-    test = data.sequences(args.split, transposed=False) if kind == "cache" else all_sequences(data)
+    labelled = leadeval.labelled(data, args.split if kind == "cache" else None)
+    test = [t for t, _ in labelled]
     train_inputs = args.train_data or default_train_data(info.card)
     tdata, tkind = load_data(train_inputs, cfg.data)
-    train, val = tdata.sequences("train"), tdata.sequences("val", transposed=False)
+    train, val_labelled = tdata.sequences("train"), leadeval.labelled(tdata, "val")
+    val = [t for t, _ in val_labelled]
     if kind == "midi" and tkind == "midi" and {resolve(p) for p in args.data} & {resolve(p) for p in train_inputs}:
         log.warning("the eval folders are also training sources: part of the eval data is training data")
-    report = evaluate(info, test, train, val, seed=args.seed, phrases=getattr(args, "phrases", 100))
+    report = evaluate(info, test, train, val, seed=args.seed, phrases=getattr(args, "phrases", 100),
+                      sampling=cfg.sampling, test_corpora=[c for _, c in labelled],
+                      val_corpora=[c for _, c in val_labelled], threads=cfg.engine.threads)
     report.update(model={"dir": str(args.model), "shape": info.card.get("model", {}),
                          "validation": info.card.get("validation"), "created": info.card.get("created")},
                   codec_version=codec.CODEC_VERSION,

@@ -1,4 +1,5 @@
-"""Evaluation: baselines (proper distributions, Markov beats unigram on real data), features, the report."""
+"""Evaluation: baselines (proper distributions, Markov beats unigram on real data), features, the report (with
+its lead section)."""
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ import pytest
 
 from daemon import codec
 from daemon.cli import main
-from training import cache, features
+from training import cache, features, leadstats
 from training.markov import Markov, Unigram
 
 KEYS = {"nll_bits_per_event", "top1", "top5", "unigram_nll_bits_per_event", "markov_nll_bits_per_event",
         "markov_order", "improvement_vs_markov", "n_events", "n_sequences", "oa", "oa_reference",
-        "copy_longest_p95", "model", "codec_version", "data", "train_data", "generation"}
+        "copy_longest_p95", "model", "codec_version", "data", "train_data", "generation", "lead", "sampling"}
 
 
 def test_markov_is_a_proper_distribution_at_every_order():
@@ -87,4 +88,19 @@ def test_eval_on_midi_folders_measures_generation(trained_model, tiny_cache, wjd
         assert set(r[key]) == set(features.FEATURES) | {"mean"}
         assert all(0.0 <= v <= 1.0 for v in r[key].values())
     assert r["copy_longest_p95"] >= 1
-    assert main(args[:-1] + ["1"]) == 0 and json.loads(out.read_text())["oa"] == r["oa"]  # seeded
+    lead = r["lead"]
+    assert lead["corpora"] == ["wjd16"] and lead["val_cuts"] >= 10  # the training cache's validation cuts
+    e = lead["per_corpus"]["wjd16"]
+    assert 10 <= e["cuts"] <= 12 * 3 and set(e["stats"]) == {"model", "markov", "real"}
+    for who in e["stats"].values():
+        assert set(who) == set(leadstats.STATS)
+        assert 0 <= who["repeat_share"]["q25"] <= who["repeat_share"]["median"] <= who["repeat_share"]["q75"] <= 1
+        assert who["onsets_per_beat"]["n"] == e["cuts"]  # every window has notes (the first falls on the cut)
+    assert set(e["judge_auc"]) == {"model", "markov", "real_vs_real"}
+    assert all(0 <= v <= 1 for v in e["judge_auc"].values())
+    assert e["judge_auc"]["model"] > e["judge_auc"]["real_vs_real"]  # a 2-epoch toy model gives itself away
+    assert e["copy_longest_p95"] >= 1 and e["copy_longest_p95_real"] >= 1
+    assert r["generation"]["repeat_penalty"] == r["sampling"]["repeat_penalty"]
+    assert main(args[:-1] + ["1"]) == 0
+    again = json.loads(out.read_text())
+    assert again["oa"] == r["oa"] and again["lead"] == r["lead"]  # seeded
