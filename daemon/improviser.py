@@ -32,7 +32,7 @@ class Improviser:
         self.waiting: list[Note] = []  # player notes heard while leadline's note waits for its DUR
         self.phrase_end = 0
         self.first = False  # at a phrase's start: no rest before its first note
-        self._no_shift = np.where(codec.kind_mask("SHIFT"), -np.inf, 0.0).astype(np.float32)
+        self.last_onset = 0  # tick of leadline's last note in the phrase
         self._shift0 = codec.OFFSETS["SHIFT"]  # the token of SHIFT 1 (SHIFT n: _shift0 + n - 1)
         self._buf = np.empty(codec.VOCAB_SIZE, np.float32)
         self.steps = 0
@@ -97,6 +97,7 @@ class Improviser:
         self.decoder = codec.Decoder(self.cursor, codec.bin_velocity(self.velocity_bin))
         self.phrase_end = end
         self.first = True
+        self.last_onset = self.cursor
 
     def catch_up(self, tick: int) -> None:
         """A phrase whose generation fell behind `tick` rests up to it (nothing is played in the past)."""
@@ -107,6 +108,19 @@ class Improviser:
             d.cursor = self.cursor = tick
             if tick >= self.phrase_end:
                 self.decoder = None
+
+    def _shift_limit(self, d: codec.Decoder) -> int:
+        """SHIFTs of this many ticks or more are not sampled now: none before a phrase's first note, none
+        that would make a bar of silence since leadline's last note (duet keeps playing; real lead lines
+        rest that long between onsets in 1.4 % of gaps), none that would end the phrase before its last
+        beat (a 2-bar answer or a 1-bar trade turn is not cut short by a rest)."""
+        if self.first:
+            return 1
+        limit = codec.MAX_SHIFT - (d.cursor - self.last_onset)
+        left = self.phrase_end - d.cursor
+        if left > TICKS_PER_BEAT:
+            limit = min(limit, left)
+        return max(limit, 1)
 
     @property
     def playing(self) -> bool:
@@ -119,19 +133,17 @@ class Improviser:
     def next_note(self, max_steps: int = 16) -> Note | None:
         """Sample up to `max_steps` tokens; the first complete note (clipped to the phrase), or None.
 
-        The phrase ends (decoder dropped) when its time cursor reaches the phrase end. Its first note
-        falls on the phrase start: no SHIFT is sampled before it. Before its last beat, no SHIFT may carry
-        the cursor to the end: a rest does not end an answer (or a trade turn) early; in its last beat, any.
+        The phrase ends (decoder dropped) when its time cursor reaches the phrase end. Rests are shaped
+        by `_shift_limit`: the first note falls on the phrase start, and leadline neither falls silent for
+        a bar nor ends a phrase early by resting.
         """
         d = self.decoder
         for _ in range(max_steps):
-            logits = np.add(self.logits, self._no_shift, out=self._buf) if self.first else self.logits
-            left = self.phrase_end - d.cursor
-            if TICKS_PER_BEAT < left <= codec.MAX_SHIFT:  # a rest does not end the phrase before its last beat
-                if logits is not self._buf:
-                    logits = self._buf
-                    np.copyto(logits, self.logits)
-                logits[self._shift0 + left - 1:self._shift0 + codec.MAX_SHIFT] = -np.inf
+            logits, limit = self.logits, self._shift_limit(d)
+            if limit <= codec.MAX_SHIFT:
+                logits = self._buf
+                np.copyto(logits, self.logits)
+                logits[self._shift0 + limit - 1:self._shift0 + codec.MAX_SHIFT] = -np.inf
             tok = self.sampler.sample(logits, self.last)
             self._advance(tok)
             note = d.feed(tok)
@@ -141,6 +153,7 @@ class Improviser:
                 return None
             if note is not None:
                 self.first = False
+                self.last_onset = note.onset
                 if self.waiting:  # the player's notes that came while this one was half sampled
                     waiting, self.waiting = self.waiting, []
                     self.hear(waiting)

@@ -127,7 +127,8 @@ def test_hearing_the_player_mid_note_waits_for_its_dur_and_the_phrase_goes_on(en
 
 def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
     """A model that wants to rest a whole bar (SHIFT 96 far above anything else) still plays on in a
-    1-bar phrase: the rest that ends it starts in its last beat."""
+    1-bar phrase: the rest that ends it starts in its last beat; in an open-ended phrase (duet), no
+    silence of a bar comes between its notes."""
     import numpy as np
 
     from daemon import codec, config
@@ -154,3 +155,29 @@ def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
             imp.next_note()
         shifts = [int(codec.TOKEN_VALUE[t]) for t in list(imp.window)[before:] if codec.TOKEN_KIND[t] == codec.K_SHIFT]
         assert shifts and sum(shifts[:-1]) >= 96 - TICKS_PER_BEAT, f"a rest ended the phrase early: {shifts}"
+    imp.begin(2000, 1 << 40)  # open-ended (duet): it rests, but never a bar since its last note
+    onsets = []
+    for _ in range(500):  # (bounded: a model resting for ever must fail here, not hang)
+        if (n := imp.next_note()) is not None:
+            onsets.append(n.onset)
+    assert len(onsets) >= 20, f"{len(onsets)} notes in 500 calls: it rested {imp.cursor - 2000} ticks"
+    gaps = np.diff(onsets)
+    assert gaps.max() < 96 and gaps.max() > 48, f"gaps between leadline's onsets {sorted(set(gaps))}"
+
+
+@pytest.mark.parametrize("cut", ["enable", "panic", "tempo", "continue"])
+def test_duet_plays_on_after_events_that_are_not_an_interrupt_of_the_mode(engine, monkeypatch, cut):
+    """The enable CC off then on, a panic, a tempo change, a Continue while rolling: duet plays again."""
+    from tests.daemon.liverig import CONTINUE
+
+    rig = Rig(engine, monkeypatch, 4, "mode=duet")
+    events = {"enable": {BAR: [[0xB0, 23, 0]], 2 * BAR: [[0xB0, 23, 127]]},
+              "panic": {BAR: [[0xB0, 24, 127]]},
+              "continue": {BAR: [[CONTINUE]]}}.get(cut, {})
+    rig.feed([START])
+    if cut == "tempo":
+        rig.song(BAR, {})
+        rig.period *= 120 / 160
+    rig.song(5 * BAR, events)
+    counts = per_bar(rig.onsets, 5)
+    assert all(counts[2:]), f"duet did not play on after {cut}: note-ons per bar {counts}"
