@@ -1,12 +1,12 @@
 """Ingestion fuzz: real MIDI files mutated in ways real folders (and hostile ones) go wrong, fed to the reader.
 
-Every mutant goes through `daemon.midifile.read` + `pick_lead` and `training.ingest.process` (the per-file
+Every mutant goes through `leadline.daemon.midifile.read` + `pick_lead` and `leadline.training.ingest.process` (the per-file
 worker). Each must be used or skipped with a reason string: no exception escapes, time and memory per file
 stay bounded. Mutations: truncation, bit flips, byte insertions and deletions, wrong MThd/MTrk lengths and
 track counts, absurd PPQ (0, 1, 0x7FFF, SMPTE), absurd tempi (0, 0xFFFFFF), huge delta times (VLQ
 0x0FFFFFFF, up to 2^31 ticks and beyond), thousands of note-ons without note-offs, running-status garbage.
 
-Run from the repository root: `python -m bench.fuzz_ingest [--mutants N] [--seed S]`; prints the figures
+Run from the repository root: `python -m leadline.bench.fuzz_ingest [--mutants N] [--seed S]`; prints the figures
 (files fuzzed, used, skipped by reason, max seconds and peak memory per file). The test suite runs a
 few dozen mutants through `fuzz` (tests/training/test_fuzz_ingest.py).
 """
@@ -200,8 +200,8 @@ class Figures:
 
 def fuzz_one(name: str, raw: bytes, folder: Path, cfg, figures: Figures) -> None:
     """Both paths over one mutant, timed and traced; the outcome is counted in `figures`."""
-    from daemon import midifile
-    from training import ingest
+    from leadline.daemon import midifile
+    from leadline.training import ingest
 
     path = folder / name
     path.write_bytes(raw)
@@ -234,7 +234,7 @@ def fuzz_one(name: str, raw: bytes, folder: Path, cfg, figures: Figures) -> None
 
 def fuzz(items: list[tuple[str, bytes]], folder: Path, cfg=None) -> Figures:
     """Run every mutant through both paths (under tracemalloc), writing each into `folder` first."""
-    from daemon.config import DataConfig
+    from leadline.daemon.config import DataConfig
 
     cfg = cfg or DataConfig()
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,14 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     import resource
     import tempfile
 
-    p = argparse.ArgumentParser(prog="python -m bench.fuzz_ingest", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m leadline.bench.fuzz_ingest", description=__doc__.split("\n")[0])
     p.add_argument("--mutants", type=int, default=2000, help="how many mutants (default 2000)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the mutations (default 1)")
     p.add_argument("--data", type=Path, default=DATA, help="corpora folder holding the seed files")
     p.add_argument("--jobs", type=int, default=1, help="worker processes of the final build (0: every core)")
     args = p.parse_args(argv)
-    from daemon.config import DataConfig
-    from training import ingest
+    from leadline.daemon.config import DataConfig
+    from leadline.training import ingest
 
     items = mutants(args.mutants, args.seed, args.data)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

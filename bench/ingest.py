@@ -1,7 +1,7 @@
 """Ingestion benchmark: files/s of `leadline data build` over ../shared/data, and the lead-line statistics
 that justify the codec's choices (grid, SHIFT range, durations, velocity bins, pitch range).
 
-Run from the repository root: `python -m bench.ingest [--jobs N] [--data DIR]`. Prints a summary and writes
+Run from the repository root: `python -m leadline.bench.ingest [--jobs N] [--data DIR]`. Prints a summary and writes
 bench/results/ingest-<hostname>.json. `measure()` returns the same dict (for `leadline bench`).
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon import codec, midifile
-from daemon.config import DataConfig
-from training import ingest
+from leadline.daemon import codec, midifile
+from leadline.daemon.config import DataConfig
+from leadline.training import ingest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -1,6 +1,6 @@
 """Soak: `leadline serve` under fuzzed MIDI input through real JACK ports, for as long as asked.
 
-    python bench/soak.py --seconds 600 [--model models/default] [--seed 0]
+    python -m leadline.bench.soak --seconds 600 [--model models/default] [--seed 0]
 
 A private JACK server (dummy driver), jack_midi_clock at 120 BPM, a player client that fuzzes the
 daemon's input (random bytes, truncated messages, huge and unterminated SysEx, real-time bytes in
@@ -21,10 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from daemon.jackrig import (_LINE, Beat, Clock, Daemon, JackServer, Listener, Player,  # noqa: E402
+from leadline.bench.jackrig import (_LINE, Beat, Clock, Daemon, JackServer, Listener, Player,
                             RigStalled, rig_wait, stuck_notes, through_rig, wait_for)
 
 PLAYER_CH = 1  # the player plays on MIDI channel 2; leadline answers on channel 1

@@ -5,7 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from daemon.errors import UserError
+from leadline.daemon.errors import UserError
 
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
               "/usr/share/soundfonts/default.sf2", "/usr/share/sounds/sf3/default-GM.sf3")

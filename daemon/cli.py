@@ -10,21 +10,21 @@ import importlib
 import logging
 import sys
 
-from daemon.config import bundled_model
-from daemon.errors import UserError
+from leadline.daemon.config import bundled_model
+from leadline.daemon.errors import UserError
 
 # subcommand -> "module:function" taking the parsed args and returning an exit code
 HANDLERS = {
-    "serve": "daemon.serve:run",
-    "ports": "daemon.ports:run_list",
-    "respond": "daemon.offline:run",
-    "doctor": "daemon.doctor:run",
-    "plot": "daemon.plot:run",
-    "bench": "daemon.bench:run",
-    "data": "training.ingest:run",
-    "train": "training.trainer:run",
-    "export": "training.export:run",
-    "eval": "training.eval:run",
+    "serve": "leadline.daemon.serve:run",
+    "ports": "leadline.daemon.ports:run_list",
+    "respond": "leadline.daemon.offline:run",
+    "doctor": "leadline.daemon.doctor:run",
+    "plot": "leadline.daemon.plot:run",
+    "bench": "leadline.bench.run:run",
+    "data": "leadline.training.ingest:run",
+    "train": "leadline.training.trainer:run",
+    "export": "leadline.training.export:run",
+    "eval": "leadline.training.eval:run",
 }
 
 

@@ -30,7 +30,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from daemon.codec import TICKS_PER_BEAT
+from leadline.daemon.codec import TICKS_PER_BEAT
 
 MIN_BPM, MAX_BPM = 20.0, 400.0
 NS_PER_MINUTE = 60_000_000_000
@@ -146,7 +146,7 @@ class ClockFollower(SongClock):
 
     @classmethod
     def from_config(cls, cfg, beats_per_bar: int = 4) -> "ClockFollower":
-        """A follower set up from `daemon.config.ClockConfig`."""
+        """A follower set up from `leadline.daemon.config.ClockConfig`."""
         return cls(bpm=cfg.bpm, bandwidth_hz=cfg.bandwidth_hz, beats_per_bar=beats_per_bar)
 
     # --- queries -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
-from daemon.errors import UserError
+from leadline.daemon.errors import UserError
 
 CODEC_VERSION = 1
 TICKS_PER_BEAT = 24  # one MIDI clock tick per grid step

@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from daemon.errors import UserError
+from leadline.daemon.errors import UserError
 
 
 class ConfigError(UserError, ValueError):
@@ -60,11 +60,9 @@ class ClockConfig:
 
 
 def bundled_model() -> Path:
-    """The model shipped with leadline: inside the installed package (a wheel carries it as package data,
-    `daemon/models/default`), else the clone's `models/default` (editable install or source tree)."""
-    here = Path(__file__).resolve().parent
-    places = (here / "models" / "default", here.parent / "models" / "default")
-    return next((d for d in places if (d / "card.json").is_file()), places[-1])
+    """The model shipped with leadline, beside the daemon package: `leadline/models/default` in an installed
+    wheel (package data), the clone's top-level `models/default` in a source tree or editable install."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
 
 
 @dataclass(frozen=True)

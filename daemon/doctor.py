@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from daemon import config
-from daemon.errors import UserError
+from leadline.daemon import config
+from leadline.daemon.errors import UserError
 
 OK, WARN, FIX = "ok", "warn", "FIX"
 MIN_PYTHON = (3, 10)  # pyproject.toml: requires-python
@@ -42,7 +42,7 @@ def check_midi(r: Report, midi_cfg) -> None:
     """Compiled rtmidi APIs, which backends answer now, the backend `midi.api` picks, its ports."""
     import rtmidi
 
-    from daemon import ports
+    from leadline.daemon import ports
 
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     compiled = set(rtmidi.get_compiled_api())
@@ -72,7 +72,7 @@ def _check_jack_native(r: Report, midi_cfg) -> None:
     if not midi_cfg.jack_native:
         r.add(OK, "JACK client", "python-rtmidi's (midi.jack_native: false): notes leave at a cycle's start")
         return
-    from daemon import jacknative
+    from leadline.daemon import jacknative
 
     try:
         path = jacknative.build()
@@ -98,7 +98,7 @@ def _check_connect(r: Report, midi_cfg, backend: str, ins: list[str], outs: list
 
 def check_model(r: Report, cfg: config.Config):
     """Load and check the model directory; its ModelInfo, or None after a FIX line."""
-    from daemon.engine import load_model
+    from leadline.daemon.engine import load_model
 
     try:
         info = load_model(cfg.engine.model)
@@ -120,7 +120,7 @@ def check_cuda(r: Report, cfg: config.Config, info) -> None:
     """onnxruntime's providers, and whether CUDA really loads: a CUDA graph engine stepped on the model."""
     import onnxruntime as ort
 
-    from daemon.engine import CUDA, make_engine, quick_step_ms
+    from leadline.daemon.engine import CUDA, make_engine, quick_step_ms
 
     r.add(OK, "onnxruntime", f"{ort.__version__}, providers: {', '.join(ort.get_available_providers())}")
     if CUDA not in ort.get_available_providers():
@@ -141,7 +141,7 @@ def check_cuda(r: Report, cfg: config.Config, info) -> None:
 
 def check_engine(r: Report, cfg: config.Config, info) -> None:
     """The engine `serve` would run the model on (FIX when engine.provider cannot), and its step time."""
-    from daemon.engine import make_engine, quick_step_ms
+    from leadline.daemon.engine import make_engine, quick_step_ms
 
     try:
         engine = make_engine(cfg.engine, info)
@@ -185,7 +185,7 @@ def check_extras(r: Report) -> None:
         except ImportError:
             pip = "pip install -e ." if name == "symusic" else "pip install -e '.[train]'"
             r.add(WARN, name, f"missing ({used}): {pip}")
-    from daemon.audio import soundfont
+    from leadline.daemon.audio import soundfont
 
     if shutil.which("fluidsynth") is None:
         r.add(WARN, "fluidsynth", "not installed (only for `leadline respond --wav`): "
@@ -198,7 +198,7 @@ def check_extras(r: Report) -> None:
 
 
 def run(args) -> int:
-    log = logging.getLogger("daemon.engine")  # its "engine: ...: why" lines repeat the CUDA and engine lines
+    log = logging.getLogger("leadline.daemon.engine")  # its "engine: ...: why" lines repeat the CUDA and engine lines
     level = log.level
     log.setLevel(level if getattr(args, "verbose", 0) else logging.WARNING)
     try:

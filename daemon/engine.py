@@ -21,9 +21,9 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ortc
 
-from daemon import codec
-from daemon.config import EngineConfig
-from daemon.errors import UserError
+from leadline.daemon import codec
+from leadline.daemon.config import EngineConfig
+from leadline.daemon.errors import UserError
 
 log = logging.getLogger(__name__)
 

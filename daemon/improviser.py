@@ -11,8 +11,8 @@ from collections import deque
 
 import numpy as np
 
-from daemon import codec
-from daemon.codec import Note, TICKS_PER_BEAT
+from leadline.daemon import codec
+from leadline.daemon.codec import Note, TICKS_PER_BEAT
 
 MAX_GAP = 2 * 96  # a longer silence is fed as two bars of rest: the model has not seen longer ones
 MAX_WAITING = 64  # player notes kept waiting for leadline's half-sampled note (bounded memory)

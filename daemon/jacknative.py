@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from daemon.errors import UserError
-from daemon.ports import MidiBackendError, find_port, match_port, say_back, say_gone
+from leadline.daemon.errors import UserError
+from leadline.daemon.ports import MidiBackendError, find_port, match_port, say_back, say_gone
 
 log = logging.getLogger(__name__)
 

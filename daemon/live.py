@@ -12,13 +12,13 @@ import time
 
 import numpy as np
 
-from daemon import codec
-from daemon.clock import ClockEvent, ClockFollower, InternalClock
-from daemon.codec import Note, TICKS_PER_BEAT
-from daemon.improviser import Improviser
-from daemon.modes import MODES, Conductor
-from daemon.sampler import estimate_key
-from daemon.scheduler import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline, sleep_until
+from leadline.daemon import codec
+from leadline.daemon.clock import ClockEvent, ClockFollower, InternalClock
+from leadline.daemon.codec import Note, TICKS_PER_BEAT
+from leadline.daemon.improviser import Improviser
+from leadline.daemon.modes import MODES, Conductor
+from leadline.daemon.sampler import estimate_key
+from leadline.daemon.scheduler import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline, sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Live:
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
         self.recorder = None
         self.now_ns = time.perf_counter_ns  # the timebase (leadline's own JACK client: its frame time)
-        self.send_at = None  # a frame-accurate output: send_at(t_ns, msg) (daemon.jacknative)
+        self.send_at = None  # a frame-accurate output: send_at(t_ns, msg) (leadline.daemon.jacknative)
         self.flush_out = None  # ... and its flush: drops timed note-ons not yet written
         self.phrase = None
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from daemon import codec
-from daemon.codec import Note
-from daemon.errors import UserError
+from leadline.daemon import codec
+from leadline.daemon.codec import Note
+from leadline.daemon.errors import UserError
 
 if TYPE_CHECKING:
-    from daemon.config import DataConfig
+    from leadline.daemon.config import DataConfig
 
 GUITAR_WORDS = ("guitar", "gtr", "guit", "gitar")
 LEAD_WORDS = ("lead", "solo")

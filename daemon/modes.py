@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.codec import TICKS_PER_BEAT
+from leadline.daemon.codec import TICKS_PER_BEAT
 
 BEATS_PER_BAR = 4
 BAR = BEATS_PER_BAR * TICKS_PER_BEAT

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon import config, midifile, recording
-from daemon.codec import TICKS_PER_BEAT, Note
-from daemon.engine import make_engine
-from daemon.errors import UserError
-from daemon.improviser import Improviser
-from daemon.modes import BAR
-from daemon.sampler import Sampler, estimate_key
+from leadline.daemon import config, midifile, recording
+from leadline.daemon.codec import TICKS_PER_BEAT, Note
+from leadline.daemon.engine import make_engine
+from leadline.daemon.errors import UserError
+from leadline.daemon.improviser import Improviser
+from leadline.daemon.modes import BAR
+from leadline.daemon.sampler import Sampler, estimate_key
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,11 @@ def run(args) -> int:
     print(f"{out}: the player's {len(phrase)} notes and leadline's answer, {len(notes)} notes in {bars} bars "
           f"({bpm:.0f} BPM)")
     if args.png:
-        from daemon.plot import piano_roll
+        from leadline.daemon.plot import piano_roll
 
         print(f"{piano_roll(out, args.png)}: piano roll")
     if args.wav:
-        from daemon.audio import render
+        from leadline.daemon.audio import render
 
         print(f"{render(out, args.wav)}: audio")
     return 0

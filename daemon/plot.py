@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon import midifile
-from daemon.codec import TICKS_PER_BEAT
+from leadline.daemon import midifile
+from leadline.daemon.codec import TICKS_PER_BEAT
 
 COLOURS = {"player": "#1f5fa8", "leadline": "#e06010"}
 OTHERS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")

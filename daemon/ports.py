@@ -17,7 +17,7 @@ from typing import Callable
 
 import rtmidi
 
-from daemon.errors import UserError
+from leadline.daemon.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mido
 
-from daemon.codec import TICKS_PER_BEAT, Note
+from leadline.daemon.codec import TICKS_PER_BEAT, Note
 
 FILE_PPQ = 480
 PROGRAMS = {"player": 29, "leadline": 30}  # overdriven / distortion guitar

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon import codec
-from daemon.config import SCALES, SamplingConfig, note_number, parse_key
+from leadline.daemon import codec
+from leadline.daemon.config import SCALES, SamplingConfig, note_number, parse_key
 
 _IS_NOTE = codec.TOKEN_KIND == codec.K_NOTE
 _IS_DUR = codec.TOKEN_KIND == codec.K_DUR

@@ -43,7 +43,7 @@ def kind_of(msg: Message) -> int:
 
 
 def deadline(clock, tick: int, lookahead_ns: int) -> int:
-    """When to send a message for grid `tick` of `clock` (a `daemon.clock.SongClock`)."""
+    """When to send a message for grid `tick` of `clock` (a `leadline.daemon.clock.SongClock`)."""
     return clock.predict(tick) - lookahead_ns
 
 

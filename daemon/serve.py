@@ -12,12 +12,12 @@ import signal
 import sys
 from pathlib import Path
 
-from daemon import config
-from daemon.engine import load_model, make_engine
-from daemon.live import Live
-from daemon.ports import InputQueue, MidiIO, choose_api
-from daemon.recording import Recorder
-from daemon.sampler import Sampler
+from leadline.daemon import config
+from leadline.daemon.engine import load_model, make_engine
+from leadline.daemon.live import Live
+from leadline.daemon.ports import InputQueue, MidiIO, choose_api
+from leadline.daemon.recording import Recorder
+from leadline.daemon.sampler import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class _Signals:
 def open_io(midi_cfg, api: int, api_name: str, inq: InputQueue):
     """The daemon's ports: leadline's own JACK client under JACK (midi.jack_native), else python-rtmidi's."""
     if api_name == "jack" and midi_cfg.jack_native:
-        from daemon.jacknative import NativeIO, NativeUnavailable
+        from leadline.daemon.jacknative import NativeIO, NativeUnavailable
 
         try:
             return NativeIO(midi_cfg, inq.put)

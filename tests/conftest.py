@@ -30,8 +30,8 @@ def wjd16(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cache(wjd16, tmp_path_factory) -> Path:
     """A cache directory of `wjd16`, ingested with `TINY_DATA`."""
-    from daemon import config
-    from training import cache, ingest
+    from leadline.daemon import config
+    from leadline.training import cache, ingest
 
     built = ingest.build([str(wjd16)], config.load(None, TINY_DATA).data, jobs=1, progress=False)
     assert all(built.sequences(s) for s in cache.SPLITS), "the fixture needs songs in every split"
@@ -45,7 +45,7 @@ class TinyModel:
     """A tiny random LeadLSTM exported as a model directory, with the torch module it came from."""
 
     path: Path
-    torch_model: object  # training.model.LeadLSTM, eval mode, dropout 0
+    torch_model: object  # leadline.training.model.LeadLSTM, eval mode, dropout 0
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +53,8 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     """A model directory (embed 16, hidden 32, 2 layers, random weights, seed 0), exported once per session."""
     import torch
 
-    from training.export import write_model_dir
-    from training.model import LeadLSTM, ModelArgs
+    from leadline.training.export import write_model_dir
+    from leadline.training.model import LeadLSTM, ModelArgs
 
     torch.manual_seed(0)
     model = LeadLSTM(ModelArgs(embed=16, hidden=32, layers=2, dropout=0.0)).eval()
@@ -73,8 +73,8 @@ def tiny_run(tiny_cache, tmp_path_factory) -> Path:
     """A run directory: a tiny LSTM trained for two epochs on `tiny_cache` (CPU, a few seconds)."""
     import torch
 
-    from daemon import config
-    from training import cache, trainer
+    from leadline.daemon import config
+    from leadline.training import cache, trainer
 
     torch.set_num_threads(1)  # a tiny model: threads only add overhead (and the test machine is shared)
     out = tmp_path_factory.mktemp("runs") / "tiny"
@@ -86,7 +86,7 @@ def tiny_run(tiny_cache, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(tiny_run, tmp_path_factory) -> Path:
     """`tiny_run` exported with `leadline export` to a model directory."""
-    from daemon.cli import main
+    from leadline.daemon.cli import main
 
     out = tmp_path_factory.mktemp("models") / "trained"
     assert main(["export", str(tiny_run), "--out", str(out)]) == 0

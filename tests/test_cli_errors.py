@@ -1,10 +1,10 @@
 """Expected errors through the real CLI: exit code 1 and one line on stderr naming the file or key, no traceback.
 
-Each case runs `python -m daemon.cli ...` in a subprocess, so the exit code and stderr are the real ones. Only
+Each case runs `python -m leadline.daemon.cli ...` in a subprocess, so the exit code and stderr are the real ones. Only
 failing cases: `leadline serve` with a good model would open MIDI ports. Serve runs with its MIDI layer
 booby-trapped, which proves a bad model or setting is refused before any port opens. Commands that import
 torch (train, export) run, but for one, in children forked from a process that imported it once
-(tests/training/test_atomic.py's Zygote): real processes running `daemon.cli.main`, without 3-7 s of import each.
+(tests/training/test_atomic.py's Zygote): real processes running `leadline.daemon.cli.main`, without 3-7 s of import each.
 """
 from __future__ import annotations
 
@@ -21,17 +21,17 @@ from tests.conftest import REPO, SHARED_DATA_DIR, TINY_DATA, TINY_TRAIN
 from tests.training.test_atomic import Zygote
 
 MIDI = SHARED_DATA_DIR / "pop909" / "001.mid"
-# `leadline` with daemon.ports' entry points replaced by a trap: serve must fail before it reaches them
-TRAPPED = ("import sys, daemon.ports as p\n"
+# `leadline` with leadline.daemon.ports' entry points replaced by a trap: serve must fail before it reaches them
+TRAPPED = ("import sys, leadline.daemon.ports as p\n"
            "def trap(*a, **k):\n"
            "    raise SystemExit('leadline serve: TRAP: MIDI opened before the model and settings were checked')\n"
            "p.choose_api = p.MidiIO = trap\n"
-           "from daemon.cli import main\n"
+           "from leadline.daemon.cli import main\n"
            "sys.exit(main(sys.argv[1:]))\n")
 
 
 def leadline(*argv: str, trap_ports: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", TRAPPED] if trap_ports else [sys.executable, "-m", "daemon.cli"]
+    cmd = [sys.executable, "-c", TRAPPED] if trap_ports else [sys.executable, "-m", "leadline.daemon.cli"]
     return subprocess.run(cmd + [str(a) for a in argv], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,7 +117,7 @@ def test_respond_and_eval_refuse_a_broken_model(tiny_model, tiny_cache, tmp_path
 def test_a_missing_model_directory(tmp_path, tiny_cache):
     nope = tmp_path / "nope"  # the brief's /nope, somewhere it surely does not exist
     assert_one_line_error(leadline("serve", "--model", nope, trap_ports=True), "serve", nope, "leadline export")
-    assert_one_line_error(leadline("serve", "--model", nope), "serve", nope)  # through `-m daemon.cli` too
+    assert_one_line_error(leadline("serve", "--model", nope), "serve", nope)  # through `-m leadline.daemon.cli` too
     assert_one_line_error(leadline("respond", MIDI, "-o", tmp_path / "o.mid", "--model", nope), "respond", nope)
     assert_one_line_error(leadline("eval", "--model", nope, "--data", tiny_cache), "eval", nope)
     assert not nope.exists()
@@ -176,7 +176,7 @@ def test_midi_probes_keep_the_c_libraries_quiet():
     """ALSA without /dev/snd/seq and a JACK server that is not there: no "ALSA lib ... failed" or "Cannot
     connect to server" on stderr, only leadline's own line (none where ALSA works: then it lists ports)."""
     env = dict(os.environ, JACK_DEFAULT_SERVER="leadline-no-such-server")
-    p = subprocess.run([sys.executable, "-m", "daemon.cli", "ports"], cwd=REPO, env=env, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "leadline.daemon.cli", "ports"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60)
     if p.returncode == 0:
         assert p.stdout.startswith("backend: alsa") and not p.stderr, p.stderr
@@ -187,10 +187,10 @@ def test_midi_probes_keep_the_c_libraries_quiet():
 def test_passing_over_a_backend_is_said_once_in_leadlines_words():
     if sys.platform != "linux":
         pytest.skip("the auto order tried here is Linux's: ALSA, then JACK")
-    script = ("import sys, daemon.ports as p\n"
+    script = ("import sys, leadline.daemon.ports as p\n"
               "p._usable = lambda api: api == p.APIS['jack']\n"
               "p.list_ports = lambda api: (['a'], ['b'])\n"
-              "from daemon.cli import main\n"
+              "from leadline.daemon.cli import main\n"
               "sys.exit(main(['ports', '--api', 'auto']))\n")
     p = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("backend: jack"), p.stdout + p.stderr
@@ -222,7 +222,7 @@ def test_train_on_a_folder_that_is_not_a_cache(forked, tmp_path):
 @pytest.fixture()
 def checkpoint(tiny_model):
     """A small valid checkpoint dict (the tiny model's weights), to save whole or broken."""
-    from daemon import codec
+    from leadline.daemon import codec
 
     m = tiny_model.torch_model
     return {"state_dict": m.state_dict(), "model_args": m.args.as_dict(), "codec_version": codec.CODEC_VERSION,
@@ -244,7 +244,7 @@ def _save(ckpt, path, cut: bool = False):
 
 def test_export_without_a_checkpoint(tmp_path):
     (tmp_path / "run").mkdir()
-    # through `python -m daemon.cli`, torch import and all
+    # through `python -m leadline.daemon.cli`, torch import and all
     p = leadline("export", tmp_path / "run", "--out", tmp_path / "model")
     assert_one_line_error(p, "export", tmp_path / "run" / "checkpoint.pt", "leadline train")
     assert not (tmp_path / "model").exists()
@@ -267,7 +267,7 @@ def test_export_of_a_corrupt_checkpoint(forked, checkpoint, tmp_path, kind):
 
 
 def test_train_resume_from_a_corrupt_checkpoint(forked, checkpoint, tiny_cache, tmp_path):
-    from daemon import config
+    from leadline.daemon import config
 
     run = tmp_path / "run"
     _save(checkpoint, run / "checkpoint.pt", cut=True)

@@ -4,7 +4,7 @@ empty folder, without the clone on sys.path, it finds its bundled model, answers
 Offline on purpose: the wheel is built by this environment's setuptools (no build isolation) from a copy of
 the files it is made of, and installed without dependencies into a venv that borrows this environment's
 site-packages (numpy, onnxruntime, ...) through a .pth line. A .pth line only adds a folder to sys.path; the
-.pth files inside it (this checkout's editable install) are not run, so `daemon` comes from the wheel alone.
+.pth files inside it (this checkout's editable install) are not run, so `leadline` comes from the wheel alone.
 """
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ import pytest
 from tests.conftest import REPO
 
 # what the wheel is built from (a copy: a build in the clone would leave build/ there for the next one)
-SOURCES = ["pyproject.toml", "README.md", "daemon", "training", "models/default"]
+SOURCES = ["pyproject.toml", "README.md", "daemon", "training", "bench", "models/default"]
 # `leadline serve` with its MIDI layer replaced by a marker: reaching it means settings and model loaded
-SERVE_UNTIL_PORTS = ("import sys, daemon.ports as p\n"
+SERVE_UNTIL_PORTS = ("import sys, leadline.daemon.ports as p\n"
                      "def trap(*a, **k):\n"
                      "    raise SystemExit('REACHED THE MIDI PORTS')\n"
                      "p.choose_api = p.MidiIO = trap\n"
-                     "from daemon.cli import main\n"
+                     "from leadline.daemon.cli import main\n"
                      "sys.exit(main(['serve']))\n")
 
 
@@ -82,10 +82,21 @@ def site_packages(venv: Path) -> Path:
 
 
 def test_leadline_is_imported_from_the_wheel_not_the_clone(venv, empty):
-    out = ok(run(venv / "bin" / "python", "-c", "import sys, daemon, training; "
-                 "print(daemon.__file__, training.__file__, *sys.path, sep='\\n')", cwd=empty)).stdout.split("\n")
-    assert Path(out[0]).parent == Path(out[1]).parent.parent / "daemon" == site_packages(venv) / "daemon"
+    out = ok(run(venv / "bin" / "python", "-c", "import sys, leadline.daemon, leadline.training; "
+                 "print(leadline.daemon.__file__, leadline.training.__file__, *sys.path, sep='\\n')",
+                 cwd=empty)).stdout.split("\n")
+    here = site_packages(venv) / "leadline"
+    assert Path(out[0]).parent == here / "daemon" and Path(out[1]).parent == here / "training", out
     assert not [p for p in out[2:] if p and Path(p).resolve() in (REPO, REPO / "daemon")], out
+
+
+def test_the_wheel_installs_one_import_name_of_ours(venv):
+    """Not `daemon` (python-daemon's import name) nor `training`: everything under `leadline`."""
+    (info,) = site_packages(venv).glob("leadline-*.dist-info")
+    top = (info / "top_level.txt").read_text().split() if (info / "top_level.txt").exists() else []
+    installed = sorted({Path(line.split(",")[0]).parts[0] for line in (info / "RECORD").read_text().splitlines()}
+                       - {".."})  # (../../../bin/leadline: the console script)
+    assert installed == ["leadline", info.name] and top == ["leadline"], (installed, top)
 
 
 def test_version_comes_from_the_package_metadata(venv, empty):
@@ -95,7 +106,7 @@ def test_version_comes_from_the_package_metadata(venv, empty):
 
 def test_doctor_finds_the_bundled_model(venv, empty):
     p = run(venv / "bin" / "leadline", "doctor", cwd=empty)  # exit 1 where no MIDI backend runs: not ours
-    bundled = site_packages(venv) / "daemon" / "models" / "default"
+    bundled = site_packages(venv) / "leadline" / "models" / "default"
     assert f"ok    model: {bundled} (the bundled one): 2 x 256 LSTM" in p.stdout, p.stdout + p.stderr
     assert "FIX   model" not in p.stdout and "Traceback" not in p.stderr
 

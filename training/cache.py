@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon import codec
-from daemon.errors import UserError
+from leadline.daemon import codec
+from leadline.daemon.errors import UserError
 
 SPLITS = ("train", "val", "test")
 INDEX_DTYPE = np.dtype([("start", "<i8"), ("end", "<i8"), ("split", "i1"), ("song", "<i4"), ("transpose", "i1")])

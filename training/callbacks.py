@@ -1,6 +1,6 @@
 """Training callbacks and the run directory's files: metrics, checkpoints, the loss plot, the progress bar.
 
-They hang off `training.trainer.Trainer` (the loop itself); each writes what it owns atomically, so a kill
+They hang off `leadline.training.trainer.Trainer` (the loop itself); each writes what it owns atomically, so a kill
 at any moment leaves the previous file or the new one.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from training.trainer import Trainer
+    from leadline.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -75,7 +75,7 @@ class LossPlot(Callback):
         self.out = out
 
     def on_epoch_end(self, t: Trainer) -> None:
-        from training.plots import loss_curve
+        from leadline.training.plots import loss_curve
 
         rows = read_metrics(self.out / METRICS)
         if rows:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon import codec
+from leadline.daemon import codec
 
 IGNORE = -100  # target that the loss skips (torch's cross_entropy default ignore_index)
 PAD_INPUT = codec.OFFSETS["SHIFT"]  # input after a stream's last song; its targets are all IGNORE

@@ -1,6 +1,6 @@
 """`leadline eval`: an exported model's held-out bits/event and accuracy against unigram and Markov baselines,
 the quality (Yang & Lerch overlap areas) and originality (longest copy) of its continuations, and how much
-its 2-bar answers sound like a lead line (`training.leadeval`: lead statistics and a realness judge).
+its 2-bar answers sound like a lead line (`leadline.training.leadeval`: lead statistics and a realness judge).
 
 The model runs as it ships: the exported model.onnx under onnxruntime (`engine.threads` threads), sequences
 batched, the state carried from window to window, every sequence scored from a zero state at its BOS (the
@@ -10,10 +10,10 @@ data rules; of folders every lead line is evaluated, whatever split the song has
 order is chosen on that data's validation split.
 
 Generation: for up to `--phrases` eval sequences with enough notes, the first 32 notes are the seed and the
-model continues for as many notes as the real continuation (at most 64), sampled with `daemon.sampler` as the
+model continues for as many notes as the real continuation (at most 64), sampled with `leadline.daemon.sampler` as the
 daemon samples (the `sampling.*` settings: temperature, top-p, repetition penalty; one seeded sampler per
 phrase; the note range opened to the codec's, no key). Lead-ness: up to `--phrases` sequences per corpus, each
-cut at 40, 60 and 80 % (see `training.leadeval`), answered by the model and the Markov baseline.
+cut at 40, 60 and 80 % (see `leadline.training.leadeval`), answered by the model and the Markov baseline.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon import codec, config, engine
-from daemon.errors import UserError
-from daemon.sampler import Sampler
-from training import cache as cache_mod
-from training import features, leadeval
-from training.dataset import IGNORE, PAD_INPUT
-from training.markov import Markov, Unigram
+from leadline.daemon import codec, config, engine
+from leadline.daemon.errors import UserError
+from leadline.daemon.sampler import Sampler
+from leadline.training import cache as cache_mod
+from leadline.training import features, leadeval
+from leadline.training.dataset import IGNORE, PAD_INPUT
+from leadline.training.markov import Markov, Unigram
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def load_data(inputs: list[str], data_cfg: config.DataConfig) -> tuple[cache_mod
         return cache_mod.load(paths[0]), "cache"
     if any(is_cache):
         raise UserError(f"{' '.join(inputs)}: mixes a cache with MIDI folders; give one or the other")
-    from training import ingest
+    from leadline.training import ingest
 
     return ingest.build([str(p) for p in paths], data_cfg, progress=True), "midi"
 

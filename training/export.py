@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from daemon import codec
-from daemon.engine import file_sha256
-from daemon.errors import UserError
-from training.cache import current_umask
-from training.callbacks import BEST, CHECKPOINT
-from training.model import LeadLSTM, ModelArgs
+from leadline.daemon import codec
+from leadline.daemon.engine import file_sha256
+from leadline.daemon.errors import UserError
+from leadline.training.cache import current_umask
+from leadline.training.callbacks import BEST, CHECKPOINT
+from leadline.training.model import LeadLSTM, ModelArgs
 
 OPSET = 17
 INPUTS = ("events", "h", "c")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon import codec
+from leadline.daemon import codec
 
 SCALARS = ("pitch_range", "mean_abs_interval", "ioi_mean", "note_length_mean")
 FEATURES = ("pitch_class_histogram",) + SCALARS

@@ -1,8 +1,8 @@
 """Building the training cache: MIDI folders -> lead lines -> token sequences, deduplicated, split by song.
 
 `leadline data build --out DIR SRC...` walks every source for MIDI files (.mid .midi .kar .rmi, any case),
-reads each on a pool of worker processes, picks its lead line (`daemon.midifile.pick_lead`) and encodes it
-(`daemon.codec.encode`, BOS first, the cursor starting at the bar of the first note). A file is skipped,
+reads each on a pool of worker processes, picks its lead line (`leadline.daemon.midifile.pick_lead`) and encodes it
+(`leadline.daemon.codec.encode`, BOS first, the cursor starting at the bar of the first note). A file is skipped,
 with its reason in the manifest, when it cannot be read (truncated, corrupt, ...), has no lead track, too
 few notes, or (with `data.unique_factor`) only repeats a few pitches.
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon import codec, config, midifile
-from daemon.errors import UserError
-from training import cache as cache_mod
-from training.cache import SPLITS, Cache
+from leadline.daemon import codec, config, midifile
+from leadline.daemon.errors import UserError
+from leadline.training import cache as cache_mod
+from leadline.training.cache import SPLITS, Cache
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The realness judge: a logistic regression telling generated windows from real ones, and its ROC AUC.
 
-Why this judge: the features (`training.leadstats.FEATURES`, 16 numbers a window) are few and each has a
+Why this judge: the features (`leadline.training.leadstats.FEATURES`, 16 numbers a window) are few and each has a
 meaning, the training sets are small (a few hundred windows of a validation split), and a linear model on
 standardised features with an L2 penalty cannot memorise them; its weights say what gives generated lines
 away. Fitted by Newton's method (iteratively reweighted least squares), pure numpy, deterministic.

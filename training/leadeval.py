@@ -10,7 +10,7 @@ Answers: the model (as it ships, onnxruntime) and the Markov baseline continue e
 daemon's sampler (`sampling.*` settings, one sampler per seed, so each has its own repetition state); the first
 note falls on the cut, as in `Improviser.begin`. Each answer is the 2-bar window of notes from the cut.
 
-Measures per corpus: `training.leadstats` medians and quartiles of model, Markov and real windows; the realness judge (`training.judge`) trained on the
+Measures per corpus: `leadline.training.leadstats` medians and quartiles of model, Markov and real windows; the realness judge (`leadline.training.judge`) trained on the
 validation split of the training data (generated vs real windows of its cuts, all corpora) and its ROC AUC on
 the eval cuts, for the model, the Markov baseline and real vs real; the 95th percentile of the longest run
 copied from the training data.
@@ -21,12 +21,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from daemon import codec, engine
-from daemon.config import SamplingConfig
-from daemon.sampler import Sampler
-from training import features, judge, leadstats
-from training.cache import SPLITS
-from training.markov import _P, PAD, Markov, _mix  # its context hashing, so the hashes match its tables
+from leadline.daemon import codec, engine
+from leadline.daemon.config import SamplingConfig
+from leadline.daemon.sampler import Sampler
+from leadline.training import features, judge, leadstats
+from leadline.training.cache import SPLITS
+from leadline.training.markov import _P, PAD, Markov, _mix  # its context hashing, so the hashes match its tables
 
 CUT_AT, SEED_NOTES = 0.6, 32
 CUTS = (0.4, 0.6, 0.8)  # the eval's cuts per sequence

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon import codec
+from leadline.daemon import codec
 
 WINDOW = 8 * codec.TICKS_PER_BEAT  # 2 bars of 4/4
 PHRASE_REST = codec.TICKS_PER_BEAT

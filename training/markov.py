@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon import codec
+from leadline.daemon import codec
 
 log = logging.getLogger(__name__)
 

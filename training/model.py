@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from daemon import codec
+from leadline.daemon import codec
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from daemon import codec, config
-from daemon.errors import UserError
-from training import cache as cache_mod
-from training.callbacks import (CHECKPOINT, LN2, METRICS, Callback, Checkpointer, LossPlot, Metrics, Progress,
+from leadline.daemon import codec, config
+from leadline.daemon.errors import UserError
+from leadline.training import cache as cache_mod
+from leadline.training.callbacks import (CHECKPOINT, LN2, METRICS, Callback, Checkpointer, LossPlot, Metrics, Progress,
                                 read_metrics, write_atomic)
-from training.dataset import IGNORE, Streams, segments, summary
-from training.model import LeadLSTM, ModelArgs
+from leadline.training.dataset import IGNORE, Streams, segments, summary
+from leadline.training.model import LeadLSTM, ModelArgs
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def start_run_dir(out: Path, cfg: config.Config) -> None:
 
 def restore(t: Trainer, out: Path, meta: dict) -> None:
     """Load the run's last checkpoint into `t`, and drop metrics lines written after it."""
-    from training.export import load_checkpoint
+    from leadline.training.export import load_checkpoint
 
     ck = load_checkpoint(out / CHECKPOINT)
     for stale in out.glob(".*.tmp"):  # a save_atomic/write_atomic cut off by a kill

@@ -1,20 +1,20 @@
-"""An in-process live rig: `daemon.live.Live` with a real engine and sampler, fed at synthetic times.
+"""An in-process live rig: `leadline.daemon.live.Live` with a real engine and sampler, fed at synthetic times.
 
-What is faked is the wall clock `Live` reads (`daemon.live.time.perf_counter_ns`) and its wait
-(`daemon.live.sleep_until`), which jumps the fake clock to the deadline instead of sleeping there.
+What is faked is the wall clock `Live` reads (`leadline.daemon.live.time.perf_counter_ns`) and its wait
+(`leadline.daemon.live.sleep_until`), which jumps the fake clock to the deadline instead of sleeping there.
 Everything else (clock follower, conductor, improviser, scheduler, note tracker) is the code the daemon runs.
 """
 from __future__ import annotations
 
 import types
 
-import daemon.live as live_mod
-from daemon import config
-from daemon.clock import NS_PER_MINUTE
-from daemon.codec import TICKS_PER_BEAT
-from daemon.jackrig import stuck_notes
-from daemon.live import Live
-from daemon.sampler import Sampler
+from leadline.bench.jackrig import stuck_notes
+import leadline.daemon.live as live_mod
+from leadline.daemon import config
+from leadline.daemon.clock import NS_PER_MINUTE
+from leadline.daemon.codec import TICKS_PER_BEAT
+from leadline.daemon.live import Live
+from leadline.daemon.sampler import Sampler
 
 CLOCK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
 

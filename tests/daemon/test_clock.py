@@ -7,10 +7,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from daemon.clock import (CLOCK, CONTINUE, MAX_BPM, MIN_BPM, SONG_POSITION, START, STOP, ClockEvent,
+from leadline.daemon.clock import (CLOCK, CONTINUE, MAX_BPM, MIN_BPM, SONG_POSITION, START, STOP, ClockEvent,
                           ClockFollower, InternalClock)
-from daemon.codec import TICKS_PER_BEAT
-from daemon.config import ClockConfig
+from leadline.daemon.codec import TICKS_PER_BEAT
+from leadline.daemon.config import ClockConfig
 
 T0 = 1_000_000_000_000  # a perf_counter_ns-like origin
 NARROW = 0.25  # Hz: the bandwidth that meets the steady targets below (see test_default_bandwidth_*)

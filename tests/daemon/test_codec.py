@@ -1,8 +1,8 @@
 """The codec: exhaustive round trip over every token id, plus hand-checked musical cases."""
 import pytest
 
-from daemon import codec
-from daemon.codec import Note, TICKS_PER_BEAT as Q
+from leadline.daemon import codec
+from leadline.daemon.codec import Note, TICKS_PER_BEAT as Q
 
 
 def test_every_token_id_round_trips_through_its_kind_and_value():

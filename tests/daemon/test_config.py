@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon import config
-from daemon.config import ConfigError
+from leadline.daemon import config
+from leadline.daemon.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

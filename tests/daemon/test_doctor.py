@@ -8,8 +8,8 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from daemon.cli import main
-from daemon.jackrig import JackServer
+from leadline.bench.jackrig import JackServer
+from leadline.daemon.cli import main
 
 LEVELS = ("ok", "warn", "FIX")
 

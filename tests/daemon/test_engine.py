@@ -11,10 +11,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from daemon import codec, engine
-from daemon.config import EngineConfig
-from daemon.engine import CUDA, CpuEngine, CudaGraphEngine, load_model, make_engine
-from daemon.errors import UserError
+from leadline.daemon import codec, engine
+from leadline.daemon.config import EngineConfig
+from leadline.daemon.engine import CUDA, CpuEngine, CudaGraphEngine, load_model, make_engine
+from leadline.daemon.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ def test_onnx_metadata_mismatch_is_user_error(tiny_model, tmp_path):
 
 
 def test_daemon_modules_do_not_import_torch():
-    code = ("import sys, daemon.engine, daemon.sampler, daemon.bench; "
+    code = ("import sys, leadline.daemon.engine, leadline.daemon.sampler, leadline.bench.run; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('training')]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
@@ -187,7 +187,7 @@ def test_batch_rows_match_single_steps(tiny_model, cpu):
 
 
 def test_make_engine_cpu_and_auto(tiny_model, caplog):
-    caplog.set_level("INFO", logger="daemon.engine")
+    caplog.set_level("INFO", logger="leadline.daemon.engine")
     engine = make_engine(EngineConfig(provider="cpu"), tiny_model.path)
     assert isinstance(engine, CpuEngine)
     caplog.clear()

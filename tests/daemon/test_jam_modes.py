@@ -1,7 +1,7 @@
 """The jam modes with the shipped model, in-process: duet and trade keep playing while the player plays,
 and respond answers again after a lost note-off (issue 19).
 
-The in-process rig (tests/daemon/liverig.py) drives `daemon.live.Live` at synthetic times with a real
+The in-process rig (tests/daemon/liverig.py) drives `leadline.daemon.live.Live` at synthetic times with a real
 CpuEngine on models/default; the song runs at 120 BPM from Start, tick 0 being the first clock tick.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.codec import TICKS_PER_BEAT
-from daemon.engine import CpuEngine, load_model
-from daemon.modes import BAR
+from leadline.daemon.codec import TICKS_PER_BEAT
+from leadline.daemon.engine import CpuEngine, load_model
+from leadline.daemon.modes import BAR
 from tests.daemon.liverig import START, Rig
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -91,7 +91,7 @@ def test_a_note_held_past_max_held_beats_stops_blocking_the_answer(engine, monke
     events = phrase({2: [[0x90 | CH, 52, 100]]}, [(3 * BAR + 12 * i, 3 * BAR + 12 * i + 10, p)
                                                    for i, p in enumerate((64, 67, 69, 71))])
     rig.feed([START])
-    with caplog.at_level("INFO", logger="daemon.live"):
+    with caplog.at_level("INFO", logger="leadline.daemon.live"):
         rig.song(8 * TICKS_PER_BEAT, events)  # (the note was struck at tick 2)
         assert not rig.onsets, "leadline answered while the note was held"
         rig.song(5 * BAR, {k - 8 * TICKS_PER_BEAT: m for k, m in events.items() if k >= 8 * TICKS_PER_BEAT})
@@ -104,10 +104,10 @@ def test_a_note_held_past_max_held_beats_stops_blocking_the_answer(engine, monke
 def test_hearing_the_player_mid_note_waits_for_its_dur_and_the_phrase_goes_on(engine):
     """Player notes heard while leadline's note has its NOTE but not yet its DUR wait for the DUR: the
     token stream stays well formed (every NOTE followed by its DUR), and the phrase is not ended."""
-    from daemon import codec, config
-    from daemon.codec import Note
-    from daemon.improviser import Improviser
-    from daemon.sampler import Sampler
+    from leadline.daemon import codec, config
+    from leadline.daemon.codec import Note
+    from leadline.daemon.improviser import Improviser
+    from leadline.daemon.sampler import Sampler
 
     imp = Improviser(engine, Sampler(config.load(None, []).sampling, seed=0), window=512)
     imp.begin(0, 1 << 40)
@@ -131,9 +131,9 @@ def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
     silence of a bar comes between its notes."""
     import numpy as np
 
-    from daemon import codec, config
-    from daemon.improviser import Improviser
-    from daemon.sampler import Sampler
+    from leadline.daemon import codec, config
+    from leadline.daemon.improviser import Improviser
+    from leadline.daemon.sampler import Sampler
 
     class RestingModel:  # logits only: the rule is the improviser's, whatever the model
         logits = np.full(codec.VOCAB_SIZE, -5.0, np.float32)

@@ -5,9 +5,9 @@ import struct
 import mido
 import pytest
 
-from daemon import midifile
-from daemon.codec import Note
-from daemon.config import DataConfig
+from leadline.daemon import midifile
+from leadline.daemon.codec import Note
+from leadline.daemon.config import DataConfig
 from tests.conftest import SHARED_DATA_DIR
 
 ROCK = SHARED_DATA_DIR / "rock-o-net"

@@ -1,6 +1,6 @@
 """Jam modes decided from musical time: respond after silence, interrupt, trade turns, duet."""
-from daemon.config import RespondConfig, TradeConfig
-from daemon.modes import BAR, Conductor
+from leadline.daemon.config import RespondConfig, TradeConfig
+from leadline.daemon.modes import BAR, Conductor
 
 Q = 24
 

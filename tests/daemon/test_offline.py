@@ -8,11 +8,11 @@ import mido
 import numpy as np
 import pytest
 
-from daemon import offline
-from daemon.audio import SOUNDFONTS
-from daemon.cli import main
-from daemon.config import DataConfig
-from daemon.recording import FILE_PPQ
+from leadline.daemon import offline
+from leadline.daemon.audio import SOUNDFONTS
+from leadline.daemon.cli import main
+from leadline.daemon.config import DataConfig
+from leadline.daemon.recording import FILE_PPQ
 from tests.conftest import SHARED_DATA_DIR
 
 SONG = SHARED_DATA_DIR / "rock-o-net" / "a" / "acdc" / "Hells_Bells.mid"  # "Lead" track, 215 notes, 96 BPM
@@ -158,8 +158,8 @@ def test_plot_of_an_answer(answered, tmp_path, capsys):
 
 
 def test_answer_spans_group_notes_split_by_silence():
-    from daemon import midifile
-    from daemon.plot import answer_spans
+    from leadline.daemon import midifile
+    from leadline.daemon.plot import answer_spans
 
     track = midifile.Track("leadline", 30, False, *(np.asarray(c, np.int32) for c in (
         [0, 10, 200, 230], [12, 50, 6, 10], [60, 62, 64, 65], [90, 90, 90, 90])))

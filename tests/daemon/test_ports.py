@@ -1,5 +1,5 @@
 """The input queue: bounded, counts drops, and a signal never hangs its timed wait."""
-from daemon import ports
+from leadline.daemon import ports
 
 
 def test_queue_is_bounded_and_counts_drops():

@@ -7,9 +7,9 @@ import time
 import mido
 import pytest
 
-from daemon import midifile, recording
-from daemon.codec import Note
-from daemon.recording import FILE_PPQ, Recorder
+from leadline.daemon import midifile, recording
+from leadline.daemon.codec import Note
+from leadline.daemon.recording import FILE_PPQ, Recorder
 
 PLAYER = [Note(0, 12, 64, 90), Note(12, 12, 67, 80), Note(24, 48, 69, 100), Note(24, 48, 72, 100)]
 LEAD = [Note(96, 6, 76, 70), Note(102, 6, 74, 75), Note(108, 90, 71, 110)]

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from daemon import codec
-from daemon.config import SCALES, SamplingConfig, note_number
-from daemon.sampler import Sampler, estimate_key
+from leadline.daemon import codec
+from leadline.daemon.config import SCALES, SamplingConfig, note_number
+from leadline.daemon.sampler import Sampler, estimate_key
 
 V = codec.VOCAB_SIZE
 NOTE0, DUR0 = codec.OFFSETS["NOTE"], codec.OFFSETS["DUR"]
@@ -204,7 +204,7 @@ def test_repetition_penalty_resets_after_a_new_pitch_set():
 
 
 def test_repeat_penalty_setting_is_range_checked():
-    from daemon import config
+    from leadline.daemon import config
 
     assert config.load(None, ["sampling.repeat_penalty=1.5"]).sampling.repeat_penalty == 1.5
     with pytest.raises(config.ConfigError, match=r"sampling\.repeat_penalty: -1"):

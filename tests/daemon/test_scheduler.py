@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from daemon.clock import InternalClock
-from daemon.scheduler import (ALL_NOTES_OFF, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
+from leadline.daemon.clock import InternalClock
+from leadline.daemon.scheduler import (ALL_NOTES_OFF, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
                               deadline, kind_of, sleep_until)
 
 MS = 1_000_000

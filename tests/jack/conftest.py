@@ -1,6 +1,6 @@
 """Fixtures for the real-port tests: one private JACK server (dummy driver) for the whole session.
 
-A rig skip means what it says: only `RigStalled` becomes a skip, and `daemon.jackrig` raises it only with
+A rig skip means what it says: only `RigStalled` becomes a skip, and `leadline.bench.jackrig` raises it only with
 evidence from the rig's own heartbeat (jack_midi_clock's ticks at an independent listener, a test
 client's messages at that listener, a marker through the rig alone) that the rig stopped or missed cycles
 during the measurement. leadline's own silence, lateness or wrong output fails, whatever else happened:
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.jackrig import Beat, Clock, Daemon, JackServer, Listener, Player, RigStalled
+from leadline.bench.jackrig import Beat, Clock, Daemon, JackServer, Listener, Player, RigStalled
 
 MAX_RIG_SKIPS = 2
 RIG_SKIPS: list[str] = []

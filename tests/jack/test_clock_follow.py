@@ -1,13 +1,13 @@
 """The clock follower on a real JACK port: jack_midi_clock at 90, 120, 160 BPM and across a change.
 
 The same input path as the daemon under JACK: leadline's own JACK client stamps each message with its
-JACK frame (daemon.jacknative), a ClockFollower is fed from the queue (one test takes python-rtmidi's
+JACK frame (leadline.daemon.jacknative), a ClockFollower is fed from the queue (one test takes python-rtmidi's
 wall-clock stamps, the path without that client). jackd runs with real-time scheduling
-(daemon.jackrig.JackServer): without it the dummy driver lost a cycle every few hundred and its clock
+(leadline.bench.jackrig.JackServer): without it the dummy driver lost a cycle every few hundred and its clock
 wandered 1-8% slow in wall time. The truth comes from an independent listener (jack_midi_dump) hearing
 the same clock: the tempo of the least-squares line through its tick frames, itself within 2% of the
 nominal tempo (else the rig stalled). A failed check on leadline's estimate is a rig skip only when those
-ticks show that the rig missed cycles meanwhile (daemon.jackrig.Beat). The target: within 0.5 BPM from
+ticks show that the rig missed cycles meanwhile (leadline.bench.jackrig.Beat). The target: within 0.5 BPM from
 one beat after a change on (the first estimate a beat after it, and the median after); also checked with synthetic jitter in
 tests/daemon/test_clock.py and measured by `leadline bench` (section jack).
 """
@@ -19,24 +19,24 @@ import time
 
 import numpy as np
 import pytest
-from daemon.clock import ClockFollower
-from daemon.jacknative import JackMidi
-from daemon.jackrig import RATE, Beat, Clock, Listener, RigStalled
+from leadline.bench.jackrig import RATE, Beat, Clock, Listener, RigStalled
+from leadline.daemon.clock import ClockFollower
+from leadline.daemon.jacknative import JackMidi
+from leadline.daemon.ports import InputQueue, stop_callback
 
 _n = itertools.count()
-from daemon.ports import InputQueue, stop_callback
 
 
 class Follow:
     """The daemon's input path under JACK: leadline's own client stamps each message with its JACK frame
-    (daemon.jacknative), a reader thread queues it; with `rtmidi=True`, python-rtmidi's callback stamps
+    (leadline.daemon.jacknative), a reader thread queues it; with `rtmidi=True`, python-rtmidi's callback stamps
     wall-clock time instead (the path without leadline's own client)."""
 
     def __init__(self, jack, name="follow", rtmidi=False):
         self.q = InputQueue(100_000)
         self.min = self.jm = None
         if rtmidi:
-            from daemon.ports import rtmidi as rt
+            from leadline.daemon.ports import rtmidi as rt
 
             self.min = rt.MidiIn(rt.API_UNIX_JACK, name=name)
             self.min.ignore_types(sysex=True, timing=False, active_sense=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import Fuzzer, Rig, bad_messages, clean_check, dropped, rss_kb
-from daemon.jackrig import Beat, Player, rig_wait, stuck_notes, through_rig
+from leadline.bench.jackrig import Beat, Player, rig_wait, stuck_notes, through_rig
+from leadline.bench.soak import Fuzzer, Rig, bad_messages, clean_check, dropped, rss_kb
 
 # (phase, seconds): ~15 s of fuzz; each phase once, the flood for 3 s right after the out-of-range values
 # (its note-offs release the notes that came with bad data bytes)

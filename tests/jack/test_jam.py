@@ -2,7 +2,7 @@
 
 Through real JACK ports: jack_midi_clock drives the song, a test player plays on the clock's ticks as the
 independent listener hears them, and leadline's notes are placed in the song from their frames at that
-listener. Every verdict goes through the rig's heartbeat (daemon.jackrig.Beat). leadline's late-note
+listener. Every verdict goes through the rig's heartbeat (leadline.bench.jackrig.Beat). leadline's late-note
 counters are printed, not asserted: a timing target belongs to the benchmark (on this VM the dummy graph
 misses cycles every few seconds, and a note due in a missed cycle is late whatever leadline does); the
 in-process tests (tests/daemon/test_jam_modes.py) assert 0 late notes on a fake clock.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from daemon.jackrig import RATE, rig_wait
+from leadline.bench.jackrig import RATE, rig_wait
 
 BAR = 96
 CH = 1  # the player's channel (0-based); leadline plays on 0

@@ -3,7 +3,7 @@
 Two clients of it: one sends, the other listens; both stamp in JACK frames, so what is checked is exact
 (frames, not milliseconds) and independent of how late Python runs, as long as a message is queued a
 few cycles ahead. Both are leadline's code, so the rig's heartbeat is separate: jack_midi_clock beating
-for a jack_midi_dump listener (daemon.jackrig.Beat); an exact check that fails is a rig skip only when
+for a jack_midi_dump listener (leadline.bench.jackrig.Beat); an exact check that fails is a rig skip only when
 those ticks show that the dummy graph missed cycles meanwhile.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import jacknative
-from daemon.jackrig import Beat, Clock, Listener, rig_wait, wait_for
+from leadline.bench.jackrig import Beat, Clock, Listener, rig_wait, wait_for
+from leadline.daemon import jacknative
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_bench_quick_jack_section_runs_and_reports(tiny_model, tmp_path):
     its numbers are reported by the full bench, not asserted here."""
     import json
 
-    from daemon.cli import main
+    from leadline.daemon.cli import main
 
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", str(tiny_model.path), "--json", str(out), "--quick", "--only", "jack"]) == 0
@@ -144,7 +144,7 @@ def test_the_daemon_ends_with_an_error_when_the_jack_server_goes(tiny_model, tmp
     instead of running on with a dead client and a frozen clock."""
     import os
 
-    from daemon.jackrig import Daemon, JackServer
+    from leadline.bench.jackrig import Daemon, JackServer
 
     server = JackServer(f"leadline-gone-{os.getpid()}").start()
     log = tmp_path / "daemon.log"
@@ -171,7 +171,7 @@ def test_the_daemon_ends_with_an_error_when_the_jack_server_goes(tiny_model, tmp
 def test_an_unterminated_sysex_does_not_deafen_leadlines_own_client(jack):
     """What swallows python-rtmidi's JACK input (tests/jack/test_fuzz.py, the strict xfail) is one
     event here, dropped; everything after it arrives."""
-    from daemon.jackrig import Player
+    from leadline.bench.jackrig import Player
 
     got: list[list[int]] = []
     player = Player(jack, name="sysex-player-native")

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from daemon.jackrig import PERIOD, RATE, Beat, leadline_notes, rig_wait, stuck_notes
+from leadline.bench.jackrig import PERIOD, RATE, Beat, leadline_notes, rig_wait, stuck_notes
 
 SLACK = PERIOD + 10  # frames: one period, plus the listener's own sub-period rounding
 # A note sent ahead lands at the start of its tick's JACK cycle: up to PERIOD - 1 frames before the tick.

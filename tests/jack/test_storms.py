@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from bench.soak import Fuzzer, Rig, answers_panic, close_all, heartbeat, start_flowing
-from daemon.jackrig import (MARK, PERIOD, RATE, Beat, Clock, Daemon, Listener, Player, leadline_notes,
+from leadline.bench.jackrig import (MARK, PERIOD, RATE, Beat, Clock, Daemon, Listener, Player, leadline_notes,
                             marker_heard, rig_wait, stuck_notes, through_rig, wait_for)
+from leadline.bench.soak import Fuzzer, Rig, answers_panic, close_all, heartbeat, start_flowing
 
 CH = 1  # the player's channel (0-based); leadline plays on 0 (MARK: a controller on CH leadline ignores)
 ANO = bytes((0xB0, 123, 0))  # leadline's All Notes Off

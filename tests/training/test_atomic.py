@@ -3,7 +3,7 @@
 `leadline export --force` over a good model directory and `leadline train --resume` are SIGKILLed at a fixed
 spread of moments; afterwards the model directory loads and is all old or all new, and checkpoint.pt loads.
 The commands run in children forked from one process that imported torch once (a "zygote"): each child is
-the real CLI (`daemon.cli.main`) in its own process, killed for real, without paying for the import each time.
+the real CLI (`leadline.daemon.cli.main`) in its own process, killed for real, without paying for the import each time.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import engine
+from leadline.daemon import engine
 from tests.conftest import REPO, TINY_DATA, TINY_TRAIN
 
 # Reads one JSON request a line: {"argv": [...], "out": file, "err": file, "exit_at": k, "no_exchange": bool}.
@@ -28,7 +28,7 @@ from tests.conftest import REPO, TINY_DATA, TINY_TRAIN
 # renameat2); prints the child's pid, then its wait status once it is gone.
 ZYGOTE = r"""
 import json, os, shutil, sys
-import torch, onnx, daemon.cli, training.export, training.trainer, training.ingest  # the slow imports, once
+import torch, onnx, leadline.daemon.cli, leadline.training.export, leadline.training.trainer, leadline.training.ingest  # the slow imports, once
 print("ready", flush=True)
 
 def crash_at(k):
@@ -41,7 +41,7 @@ def crash_at(k):
             return fn(*a, **kw)
         return hooked
     for mod, name in ((os, "replace"), (os, "rename"), (shutil, "copyfile"), (shutil, "copy2"),
-                      (shutil, "copytree"), (shutil, "rmtree"), (training.export, "_exchange")):
+                      (shutil, "copytree"), (shutil, "rmtree"), (leadline.training.export, "_exchange")):
         setattr(mod, name, wrap(getattr(mod, name)))
 
 for line in sys.stdin:
@@ -51,11 +51,11 @@ for line in sys.stdin:
         for fd, name in ((1, "out"), (2, "err")):
             os.dup2(os.open(req[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
         if req.get("no_exchange"):
-            training.export._exchange = lambda a, b: False
+            leadline.training.export._exchange = lambda a, b: False
         if req.get("exit_at"):
             crash_at(req["exit_at"])
         try:
-            rc = daemon.cli.main(req["argv"])
+            rc = leadline.daemon.cli.main(req["argv"])
         except BaseException:
             import traceback
             traceback.print_exc()
@@ -146,7 +146,7 @@ def runs(tiny_run, tmp_path_factory):
     """(old run, new run): `tiny_run` and a copy whose weights differ, so their exports differ byte for byte."""
     import torch
 
-    from training.export import load_checkpoint
+    from leadline.training.export import load_checkpoint
 
     new = tmp_path_factory.mktemp("atomic") / "new_run"
     new.mkdir()
@@ -212,7 +212,7 @@ def test_export_crashing_before_any_file_step_leaves_old_or_new_model(zygote, ru
     """Deterministic: the child exits just before its 1st, 2nd, ... file move, copy or removal, until one runs to
     the end. Without renameat2 (other systems) one crash point leaves no directory at all, only the old one
     hidden next to it, which the next write puts back first."""
-    from training.export import _clean_stale
+    from leadline.training.export import _clean_stale
 
     old_run, new_run = runs
     out = tmp_path / "model"
@@ -267,7 +267,7 @@ def test_data_build_refuses_a_folder_that_is_not_a_cache(zygote, wjd16, tmp_path
 @pytest.fixture(scope="module")
 def quick_run(zygote, tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
     """(cache, run dir): one short song per split, so an epoch (and its checkpoint) takes a fraction of a second."""
-    from training import cache
+    from leadline.training import cache
 
     c = cache.load(tiny_cache)
     seqs = [(c.sequences(s)[0][:n], i, i, 0) for i, (s, n) in enumerate((("train", 300), ("val", 80), ("test", 80)))]
@@ -280,7 +280,7 @@ def quick_run(zygote, tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_train_killed_at_any_moment_leaves_a_checkpoint_that_loads(zygote, quick_run, tmp_path):
-    from training.export import load_checkpoint
+    from leadline.training.export import load_checkpoint
 
     data, run = quick_run[0], tmp_path / "run"
     shutil.copytree(quick_run[1], run)

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from daemon import codec
-from daemon.cli import main
-from training import cache, features, leadstats
-from training.markov import Markov, Unigram
+from leadline.daemon import codec
+from leadline.daemon.cli import main
+from leadline.training import cache, features, leadstats
+from leadline.training.markov import Markov, Unigram
 
 KEYS = {"nll_bits_per_event", "top1", "top5", "unigram_nll_bits_per_event", "markov_nll_bits_per_event",
         "markov_order", "improvement_vs_markov", "n_events", "n_sequences", "oa", "oa_reference",

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from daemon import codec, engine
-from daemon.cli import main
-from training.export import load_checkpoint, model_from_checkpoint
+from leadline.daemon import codec, engine
+from leadline.daemon.cli import main
+from leadline.training.export import load_checkpoint, model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_torch_and_onnxruntime_agree_stepwise_for_300_steps(pair):
 
 def test_a_window_primes_like_steps_at_other_lengths_and_batches(pair, tiny_cache):
     """time > 1 in one run == stepping; lengths and batches unlike the export example's (2, 3)."""
-    from training import cache
+    from leadline.training import cache
 
     model, sess = pair
     seqs = [np.asarray(s[:77], np.int64) for s in cache.load(tiny_cache).sequences("test")[:3]]

@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
-from bench import fuzz_ingest as fz
-from daemon import midifile
-from daemon.config import DataConfig
+from leadline.bench import fuzz_ingest as fz
+from leadline.daemon import midifile
+from leadline.daemon.config import DataConfig
 from tests.conftest import SHARED_DATA_DIR
-from training import ingest
+from leadline.training import ingest
 
 PARANOID = SHARED_DATA_DIR / "rock-o-net/b/black_sabbath/Paranoid.mid"
 MAX_SECONDS = 2.0

@@ -6,11 +6,11 @@ import mido
 import numpy as np
 import pytest
 
-from daemon import codec, midifile
-from daemon.cli import main
-from daemon.config import DataConfig
+from leadline.daemon import codec, midifile
+from leadline.daemon.cli import main
+from leadline.daemon.config import DataConfig
 from tests.conftest import SHARED_DATA_DIR
-from training import cache, ingest
+from leadline.training import cache, ingest
 
 ROCK = SHARED_DATA_DIR / "rock-o-net"
 FILES = {  # name in the test folder -> real file

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon import codec
-from daemon.codec import Note
-from training import judge, leadeval, leadstats
-from training.markov import PAD, Markov
+from leadline.daemon import codec
+from leadline.daemon.codec import Note
+from leadline.training import judge, leadeval, leadstats
+from leadline.training.markov import PAD, Markov
 
 S16 = codec.TICKS_PER_BEAT // 4  # a sixteenth note in ticks
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from daemon import codec, config
-from daemon.cli import main
-from training import cache, trainer
-from training.dataset import IGNORE, PAD_INPUT, Streams, segments
+from leadline.daemon import codec, config
+from leadline.daemon.cli import main
+from leadline.training import cache, trainer
+from leadline.training.dataset import IGNORE, PAD_INPUT, Streams, segments
 from tests.conftest import TINY_DATA, TINY_TRAIN
 
 
@@ -50,7 +50,7 @@ def test_segments_cut_where_a_song_starts():
 def test_reset_at_bos_scores_each_song_from_a_zero_state():
     """A chunk holding two songs gives the second song the logits it gets alone from a zero state."""
     torch.manual_seed(0)
-    from training.model import LeadLSTM, ModelArgs
+    from leadline.training.model import LeadLSTM, ModelArgs
 
     model = LeadLSTM(ModelArgs(embed=8, hidden=16, layers=2, dropout=0.0)).eval()
     a, b = _songs(2, seed=3)

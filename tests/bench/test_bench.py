@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from daemon import bench
-from daemon.cli import main
+from leadline.bench import run as bench
+from leadline.daemon.cli import main
 
 INFERENCE = ("step", "windowed", "priming", "candidates")
 

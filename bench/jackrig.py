@@ -372,7 +372,7 @@ class Daemon:
     def __init__(self, server: JackServer, model: str | Path, *settings: str, log: Path | None = None) -> None:
         if "midi.jack_native=false" in settings:  # python-rtmidi's two clients
             self.OUT = "leadline-out:leadline out"
-        args = [sys.executable, "-m", "daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model)]
+        args = [sys.executable, "-m", "leadline.daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model)]
         for s in settings:
             args += ["--set", s]
         self.log_path = log

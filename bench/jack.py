@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.bench import Bench, section
-from daemon.clock import ClockEvent, ClockFollower
-from daemon.jackrig import PERIOD, RATE, Clock, Daemon, JackServer, Listener, Player, wait_for
-from daemon.ports import InputQueue
+from leadline.bench.jackrig import PERIOD, RATE, Clock, Daemon, JackServer, Listener, Player, wait_for
+from leadline.bench.run import Bench, section
+from leadline.daemon.clock import ClockEvent, ClockFollower
+from leadline.daemon.ports import InputQueue
 
 MS_PER_FRAME = 1000.0 / RATE
 
@@ -186,7 +186,7 @@ def bench_jack(b: Bench) -> dict:
 
 def _tempo(server: JackServer, quick: bool) -> dict:
     """The daemon's input path under JACK: leadline's own client (frame stamps), else python-rtmidi's."""
-    from daemon.jacknative import JackMidi, NativeUnavailable
+    from leadline.daemon.jacknative import JackMidi, NativeUnavailable
 
     q, f = InputQueue(100_000), ClockFollower(bandwidth_hz=0.25)
     try:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from daemon.bench import Bench, section
+from leadline.bench.run import Bench, section
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @section("ingest")
 def bench_ingest(b: Bench) -> dict:
-    from daemon.config import DataConfig
-    from training import ingest
+    from leadline.daemon.config import DataConfig
+    from leadline.training import ingest
 
     if not DATA.is_dir():
         return {"skipped": f"no corpus at {DATA}"}
@@ -33,7 +33,7 @@ def bench_ingest(b: Bench) -> dict:
 def _train_rate(hidden: int, device: str, seconds: float) -> dict:
     import torch
 
-    from training.model import LeadLSTM, ModelArgs
+    from leadline.training.model import LeadLSTM, ModelArgs
 
     torch.manual_seed(0)
     model = LeadLSTM(ModelArgs(hidden=hidden)).to(device).train()

@@ -23,9 +23,9 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
-from daemon import codec
-from daemon.engine import CpuEngine, CudaGraphEngine, ModelInfo, cuda_missing_reason, load_model
-from daemon.errors import UserError
+from leadline.daemon import codec
+from leadline.daemon.engine import CpuEngine, CudaGraphEngine, ModelInfo, cuda_missing_reason, load_model
+from leadline.daemon.errors import UserError
 
 WINDOW = 64  # the seed window of the old (windowed) way, and the priming window
 SECTIONS: dict[str, Callable[["Bench"], dict]] = {}
@@ -274,5 +274,5 @@ def _write(path: Path, report: dict, merge: bool) -> None:
     os.replace(tmp, path)
 
 
-from daemon import bench_jack  # noqa: E402,F401  registers the "jack" section
-from daemon import bench_offline  # noqa: E402,F401  registers "ingest" and "train"
+from leadline.bench import jack  # noqa: E402,F401  registers the "jack" section
+from leadline.bench import offline  # noqa: E402,F401  registers "ingest" and "train"
