@@ -92,7 +92,8 @@ def pytest_runtest_call(item):
     exc = outcome.excinfo
     if exc is not None and issubclass(exc[0], RigStalled):
         RIG_SKIPS.append(f"{item.nodeid}: {exc[1]}")
-        outcome.force_exception(pytest.skip.Exception(f"JACK rig stalled: {str(exc[1]).splitlines()[0]}"))
+        outcome.force_exception(pytest.skip.Exception(f"JACK rig stalled: {str(exc[1]).splitlines()[0]}",
+                                                      _use_item_location=True))
 
 
 def pytest_sessionfinish(session, exitstatus):
