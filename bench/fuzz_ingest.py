@@ -1,10 +1,10 @@
 """Ingestion fuzz: real MIDI files mutated in ways real folders (and hostile ones) go wrong, fed to the reader.
 
-Every mutant goes through `leadline.daemon.midifile.read` + `pick_lead` and `leadline.training.ingest.process` (the per-file
-worker). Each must be used or skipped with a reason string: no exception escapes, time and memory per file
-stay bounded. Mutations: truncation, bit flips, byte insertions and deletions, wrong MThd/MTrk lengths and
-track counts, absurd PPQ (0, 1, 0x7FFF, SMPTE), absurd tempi (0, 0xFFFFFF), huge delta times (VLQ
-0x0FFFFFFF, up to 2^31 ticks and beyond), thousands of note-ons without note-offs, running-status garbage.
+Every mutant goes through `leadline.daemon.midifile.read` + `pick_lead` and `leadline.training.ingest.process` (the
+per-file worker). Each must be used or skipped with a reason string: no exception escapes, time and memory per file
+stay bounded. Mutations: truncation, bit flips, byte insertions and deletions, wrong MThd/MTrk lengths and track
+counts, absurd PPQ (0, 1, 0x7FFF, SMPTE), absurd tempi (0, 0xFFFFFF), huge delta times (VLQ 0x0FFFFFFF, up to 2^31
+ticks and beyond), thousands of note-ons without note-offs, running-status garbage.
 
 Run from the repository root: `python -m leadline.bench.fuzz_ingest [--mutants N] [--seed S]`; prints the figures
 (files fuzzed, used, skipped by reason, max seconds and peak memory per file). The test suite runs a

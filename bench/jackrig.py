@@ -1,4 +1,5 @@
-"""Real-port rig for tests and `leadline bench`: a private JACK server (dummy driver), jack_midi_clock, an independent listener.
+"""Real-port rig for tests and `leadline bench`: a private JACK server (dummy driver), jack_midi_clock, an
+independent listener.
 
 Everything here is a real JACK client:
 `jackd -d dummy` runs the graph at 48 kHz / 64 frames, `jack_midi_clock` sends MIDI beat clock driven by

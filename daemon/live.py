@@ -18,7 +18,8 @@ from leadline.daemon.codec import Note, TICKS_PER_BEAT
 from leadline.daemon.improviser import Improviser
 from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.sampler import estimate_key
-from leadline.daemon.scheduler import KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline, sleep_until
+from leadline.daemon.scheduler import (KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline,
+                                       sleep_until)
 
 log = logging.getLogger(__name__)
 

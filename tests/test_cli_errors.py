@@ -1,10 +1,11 @@
 """Expected errors through the real CLI: exit code 1 and one line on stderr naming the file or key, no traceback.
 
-Each case runs `python -m leadline.daemon.cli ...` in a subprocess, so the exit code and stderr are the real ones. Only
-failing cases: `leadline serve` with a good model would open MIDI ports. Serve runs with its MIDI layer
-booby-trapped, which proves a bad model or setting is refused before any port opens. Commands that import
-torch (train, export) run, but for one, in children forked from a process that imported it once
-(tests/training/test_atomic.py's Zygote): real processes running `leadline.daemon.cli.main`, without 3-7 s of import each.
+Each case runs `python -m leadline.daemon.cli ...` in a subprocess, so the exit code and stderr are the real ones.
+Only failing cases: `leadline serve` with a good model would open MIDI ports. Serve runs with its MIDI layer
+booby-trapped, which proves a bad model or setting is refused before any port opens. Commands that import torch
+(train, export) run, but for one, in children forked from a process that imported it once
+(tests/training/test_atomic.py's Zygote): real processes running `leadline.daemon.cli.main`, without 3-7 s of
+import each.
 """
 from __future__ import annotations
 

@@ -3,10 +3,10 @@ the quality (Yang & Lerch overlap areas) and originality (longest copy) of its c
 its 2-bar answers sound like a lead line (`leadline.training.leadeval`: lead statistics and a realness judge).
 
 The model runs as it ships: the exported model.onnx under onnxruntime (`engine.threads` threads), sequences
-batched, the state carried from window to window, every sequence scored from a zero state at its BOS (the
-baselines likewise). Eval data is a cache (its `--split`) or MIDI folders, ingested on the fly with the model's
-data rules; of folders every lead line is evaluated, whatever split the song hash gives it. Baselines train on the training split of
-`--train-data` (default: the training cache, else the sources, recorded in the model card); the Markov
+batched, the state carried from window to window, every sequence scored from a zero state at its BOS (the baselines
+likewise). Eval data is a cache (its `--split`) or MIDI folders, ingested on the fly with the model's data rules;
+of folders every lead line is evaluated, whatever split the song hash gives it. Baselines train on the training
+split of `--train-data` (default: the training cache, else the sources, recorded in the model card); the Markov
 order is chosen on that data's validation split.
 
 Generation: for up to `--phrases` eval sequences with enough notes, the first 32 notes are the seed and the

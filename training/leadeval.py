@@ -10,10 +10,10 @@ Answers: the model (as it ships, onnxruntime) and the Markov baseline continue e
 daemon's sampler (`sampling.*` settings, one sampler per seed, so each has its own repetition state); the first
 note falls on the cut, as in `Improviser.begin`. Each answer is the 2-bar window of notes from the cut.
 
-Measures per corpus: `leadline.training.leadstats` medians and quartiles of model, Markov and real windows; the realness judge (`leadline.training.judge`) trained on the
-validation split of the training data (generated vs real windows of its cuts, all corpora) and its ROC AUC on
-the eval cuts, for the model, the Markov baseline and real vs real; the 95th percentile of the longest run
-copied from the training data.
+Measures per corpus: `leadline.training.leadstats` medians and quartiles of model, Markov and real windows; the
+realness judge (`leadline.training.judge`) trained on the validation split of the training data (generated vs real
+windows of its cuts, all corpora) and its ROC AUC on the eval cuts, for the model, the Markov baseline and real vs
+real; the 95th percentile of the longest run copied from the training data.
 """
 from __future__ import annotations
 

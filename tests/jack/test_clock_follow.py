@@ -1,15 +1,15 @@
 """The clock follower on a real JACK port: jack_midi_clock at 90, 120, 160 BPM and across a change.
 
-The same input path as the daemon under JACK: leadline's own JACK client stamps each message with its
-JACK frame (leadline.daemon.jacknative), a ClockFollower is fed from the queue (one test takes python-rtmidi's
-wall-clock stamps, the path without that client). jackd runs with real-time scheduling
-(leadline.bench.jackrig.JackServer): without it the dummy driver lost a cycle every few hundred and its clock
-wandered 1-8% slow in wall time. The truth comes from an independent listener (jack_midi_dump) hearing
-the same clock: the tempo of the least-squares line through its tick frames, itself within 2% of the
-nominal tempo (else the rig stalled). A failed check on leadline's estimate is a rig skip only when those
-ticks show that the rig missed cycles meanwhile (leadline.bench.jackrig.Beat). The target: within 0.5 BPM from
-one beat after a change on (the first estimate a beat after it, and the median after); also checked with synthetic jitter in
-tests/daemon/test_clock.py and measured by `leadline bench` (section jack).
+The same input path as the daemon under JACK: leadline's own JACK client stamps each message with its JACK frame
+(leadline.daemon.jacknative), a ClockFollower is fed from the queue (one test takes python-rtmidi's wall-clock
+stamps, the path without that client). jackd runs with real-time scheduling (leadline.bench.jackrig.JackServer):
+without it the dummy driver lost a cycle every few hundred and its clock wandered 1-8% slow in wall time. The truth
+comes from an independent listener (jack_midi_dump) hearing the same clock: the tempo of the least-squares line
+through its tick frames, itself within 2% of the nominal tempo (else the rig stalled). A failed check on leadline's
+estimate is a rig skip only when those ticks show that the rig missed cycles meanwhile
+(leadline.bench.jackrig.Beat). The target: within 0.5 BPM from one beat after a change on (the first estimate a
+beat after it, and the median after); also checked with synthetic jitter in tests/daemon/test_clock.py and measured
+by `leadline bench` (section jack).
 """
 from __future__ import annotations
 

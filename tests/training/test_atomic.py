@@ -28,7 +28,8 @@ from tests.conftest import REPO, TINY_DATA, TINY_TRAIN
 # renameat2); prints the child's pid, then its wait status once it is gone.
 ZYGOTE = r"""
 import json, os, shutil, sys
-import torch, onnx, leadline.daemon.cli, leadline.training.export, leadline.training.trainer, leadline.training.ingest  # the slow imports, once
+# the slow imports, once
+import torch, onnx, leadline.daemon.cli, leadline.training.export, leadline.training.trainer, leadline.training.ingest
 print("ready", flush=True)
 
 def crash_at(k):
