@@ -69,7 +69,7 @@ class Conductor:
             self.current = None
         if self.mode == "duet":
             if self.current is None:
-                self.current = Phrase(_next_grid(now, TICKS_PER_BEAT // 2), FOREVER)
+                self.current = Phrase(_next_grid(now + 1, TICKS_PER_BEAT // 2), FOREVER)  # a grid step ahead
         elif self.mode == "respond":
             self._respond(now)
         else:

@@ -61,6 +61,7 @@ def test_duet_plays_continuously_from_the_next_eighth():
     c = conductor("duet")
     p = c.phrase(5)
     assert p.start == 12 and p.end > 10 ** 9
+    assert conductor("duet").phrase(0).start == 12  # at Start: an eighth ahead, time to generate its first note
     c.player_on(20, 1)
     assert c.phrase(21) is p  # the player does not interrupt a duet
 
