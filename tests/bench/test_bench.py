@@ -71,3 +71,12 @@ def test_missing_model_is_user_error(tmp_path, capsys):
 def test_stats(ns):
     s = bench.stats(ns)
     assert s["p50_ms"] == 2.0 and s["max_ms"] == 3.0 and s["n"] == 3
+
+
+def test_bench_jam_counts_the_jam_targets(tiny_model, tmp_path):
+    """The "jam" section (bench/jam.py) runs its scenarios over the quick seeds and reports every count."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tiny_model.path), "--json", str(out), "--quick", "--only", "jam"]) == 0
+    jam = json.loads(out.read_text())["sections"]["jam"]
+    assert jam["seeds"] == 3 and jam["duet"]["bars"] == 24 and jam["trade"]["turns"] == 48, jam
+    assert jam["respond_after_lost_note_off"]["phrases"] == 6 and "silent_bars" in jam["duet"], jam

@@ -1,7 +1,7 @@
 """The jam modes with the shipped model, in-process: duet and trade keep playing while the player plays,
 and respond answers again after a lost note-off (issue 19).
 
-The in-process rig (tests/daemon/liverig.py) drives `leadline.daemon.live.Live` at synthetic times with a real
+The in-process rig (bench/liverig.py) drives `leadline.daemon.live.Live` at synthetic times with a real
 CpuEngine on models/default; the song runs at 120 BPM from Start, tick 0 being the first clock tick.
 """
 from __future__ import annotations
@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from leadline.bench import jam
+from leadline.bench.liverig import BAR, PLAYER_CH, START, Rig, per_bar, player_notes
 from leadline.daemon.codec import TICKS_PER_BEAT
 from leadline.daemon.engine import CpuEngine, load_model
-from leadline.daemon.modes import BAR
-from tests.daemon.liverig import START, Rig
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
-CH = 1  # the player's channel (0-based); leadline plays on 0
 
 
 @pytest.fixture(scope="module")
@@ -26,45 +25,20 @@ def engine():
     return eng
 
 
-def phrase(events: dict, notes) -> dict:
-    """Add the player's notes, (onset tick, end tick, pitch), to `events` (tick -> messages)."""
-    for on, off, pitch in notes:
-        events.setdefault(on, []).append([0x90 | CH, pitch, 100])
-        events.setdefault(off, []).append([0x80 | CH, pitch, 0])
-    return events
-
-
-def per_bar(onsets, bars: int) -> list[int]:
-    return [sum(1 for t in onsets if b * BAR <= t < (b + 1) * BAR) for b in range(bars)]
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_duet_plays_in_every_bar_while_the_player_plays_on_and_off(engine, monkeypatch, seed):
-    rig = Rig(engine, monkeypatch, seed, "mode=duet")
-    events = {}
-    for bar in (1, 3, 5):  # the player plays bars 2, 4 and 6: four notes, legato
-        phrase(events, [(bar * BAR + 12 * i, bar * BAR + 12 * i + 14, p) for i, p in enumerate((64, 67, 69, 71))])
-    rig.feed([START])
-    rig.song(8 * BAR, events)
+    rig = jam.duet(engine, monkeypatch, seed)  # the player plays bars 2, 4 and 6
     counts = per_bar(rig.onsets, 8)
     assert all(counts), f"duet fell silent: leadline's note-ons per bar {counts}"
     assert rig.live.queue.late == 0
 
 
-@pytest.mark.parametrize("last_end", [84, 95, 100, 104])
+@pytest.mark.parametrize("last_end", jam.TRADE_ENDS)
 def test_trade_fills_each_turn_when_the_players_last_note_ends_late(engine, monkeypatch, last_end):
     """The player's last note ends in the final beat of its turn, or a few ticks into leadline's."""
-    rig = Rig(engine, monkeypatch, 1, "mode=trade", "trade.bars=1")
-    events = {}
-    for turn in range(0, 8, 2):
-        t = turn * BAR
-        phrase(events, [(t, t + 20, 64), (t + 24, t + 44, 67), (t + 48, t + 68, 69), (t + 72, t + last_end, 71)])
-    rig.feed([START])
-    rig.song(8 * BAR, events)
-    for turn in range(1, 8, 2):
-        mine = [t - turn * BAR for t in rig.onsets if turn * BAR <= t < (turn + 1) * BAR]
-        assert any(t >= 2 * TICKS_PER_BEAT for t in mine), (
-            f"leadline's turn {turn} (bar {turn + 1}) was cut: onsets at ticks {mine} of the bar")
+    rig = jam.trade(engine, monkeypatch, 1, last_end)
+    cut = jam.cut_turns(rig)
+    assert not cut, f"leadline's turns cut short (turn: its onsets, ticks into the bar): {cut}"
     wrong = [t for t in rig.onsets if (t // BAR) % 2 == 0]
     assert not wrong, f"notes at ticks {wrong} fall in the player's bars"
     assert rig.live.queue.late == 0
@@ -74,21 +48,15 @@ def test_trade_fills_each_turn_when_the_players_last_note_ends_late(engine, monk
 def test_respond_answers_after_a_note_off_lost_to_all_notes_off(engine, monkeypatch, cc):
     """The player holds a note; All Notes Off (or All Sound Off) comes instead of its note-off. The next
     phrases are answered."""
-    rig = Rig(engine, monkeypatch, 1, "mode=respond", "respond.bars=1")
-    events = {2: [[0x90 | CH, 52, 100]], 20: [[0xB0 | CH, cc, 0]]}
-    for bar in (1, 4):
-        phrase(events, [(bar * BAR + 12 * i, bar * BAR + 12 * i + 10, p) for i, p in enumerate((64, 67, 69, 71))])
-    rig.feed([START])
-    rig.song(8 * BAR, events)
-    counts = per_bar(rig.onsets, 8)
-    assert sum(counts[2:4]) and sum(counts[5:8]), f"respond did not answer: note-ons per bar {counts}"
+    rig = jam.respond_after_lost_note_off(engine, monkeypatch, 1, cc)
+    assert jam.answered(rig) == 2, f"respond did not answer: note-ons per bar {per_bar(rig.onsets, 8)}"
 
 
 def test_a_note_held_past_max_held_beats_stops_blocking_the_answer(engine, monkeypatch, caplog):
     """A lost note-off with nothing else to tell it: the note counts as released after midi.max_held_beats,
     once, and the phrase after it is answered."""
     rig = Rig(engine, monkeypatch, 1, "mode=respond", "respond.bars=1", "midi.max_held_beats=8")
-    events = phrase({2: [[0x90 | CH, 52, 100]]}, [(3 * BAR + 12 * i, 3 * BAR + 12 * i + 10, p)
+    events = player_notes({2: [[0x90 | PLAYER_CH, 52, 100]]}, [(3 * BAR + 12 * i, 3 * BAR + 12 * i + 10, p)
                                                    for i, p in enumerate((64, 67, 69, 71))])
     rig.feed([START])
     with caplog.at_level("INFO", logger="leadline.daemon.live"):
@@ -168,7 +136,7 @@ def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
 @pytest.mark.parametrize("cut", ["enable", "panic", "tempo", "continue"])
 def test_duet_plays_on_after_events_that_are_not_an_interrupt_of_the_mode(engine, monkeypatch, cut):
     """The enable CC off then on, a panic, a tempo change, a Continue while rolling: duet plays again."""
-    from tests.daemon.liverig import CONTINUE
+    from leadline.bench.liverig import CONTINUE
 
     rig = Rig(engine, monkeypatch, 4, "mode=duet")
     events = {"enable": {BAR: [[0xB0, 23, 0]], 2 * BAR: [[0xB0, 23, 127]]},

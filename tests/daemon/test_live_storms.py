@@ -1,6 +1,6 @@
 """Storms through the live loop, in-process: transport, clock dropouts, tempo jumps, mode/panic CCs, notes, junk.
 
-`leadline.daemon.live.Live` runs in the in-process rig (tests/daemon/liverig.py: synthetic times, everything else the
+`leadline.daemon.live.Live` runs in the in-process rig (bench/liverig.py: synthetic times, everything else the
 daemon's code) with a real CpuEngine on the tiny model; a fixed list of seeds drives random event orders.
 
 Checked after every stop path (Stop, panic CC, All Notes Off/All Sound Off CC, enable off, clock dropout,
@@ -17,10 +17,10 @@ import types
 import pytest
 
 import leadline.daemon.live as live_mod
+from leadline.bench.liverig import CLOCK, CONTINUE, SPP, START, STOP, Rig
 from leadline.daemon.clock import NS_PER_MINUTE
 from leadline.daemon.codec import TICKS_PER_BEAT
 from leadline.daemon.engine import CpuEngine, load_model
-from tests.daemon.liverig import CLOCK, CONTINUE, SPP, START, STOP, Rig
 
 SEEDS = list(range(20))
 EVENTS = 2000

@@ -3,13 +3,15 @@
 What is faked is the wall clock `Live` reads (`leadline.daemon.live.time.perf_counter_ns`) and its wait
 (`leadline.daemon.live.sleep_until`), which jumps the fake clock to the deadline instead of sleeping there.
 Everything else (clock follower, conductor, improviser, scheduler, note tracker) is the code the daemon runs.
+Shared by the tests (tests/daemon) and `leadline bench --only jam` (bench/jam.py); `patch` is pytest's
+monkeypatch there, a `Patches` here.
 """
 from __future__ import annotations
 
 import types
 
-from leadline.bench.jackrig import stuck_notes
 import leadline.daemon.live as live_mod
+from leadline.bench.jackrig import stuck_notes
 from leadline.daemon import config
 from leadline.daemon.clock import NS_PER_MINUTE
 from leadline.daemon.codec import TICKS_PER_BEAT
@@ -17,6 +19,37 @@ from leadline.daemon.live import Live
 from leadline.daemon.sampler import Sampler
 
 CLOCK, START, CONTINUE, STOP, SPP = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+BAR = 4 * TICKS_PER_BEAT
+PLAYER_CH = 1  # the player's channel (0-based) in `player_notes`; leadline plays on channel 1 (0)
+
+
+class Patches:
+    """`setattr` that remembers what it replaced; `undo` puts it back (pytest's monkeypatch, without pytest)."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[object, str, object]] = []
+
+    def setattr(self, obj, name: str, value) -> None:
+        self.saved.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    def undo(self) -> None:
+        while self.saved:
+            obj, name, value = self.saved.pop()
+            setattr(obj, name, value)
+
+
+def player_notes(events: dict, notes, ch: int = PLAYER_CH) -> dict:
+    """Add the player's notes, (onset tick, end tick, pitch), to `events` (tick -> messages) for `Rig.song`."""
+    for on, off, pitch in notes:
+        events.setdefault(on, []).append([0x90 | ch, pitch, 100])
+        events.setdefault(off, []).append([0x80 | ch, pitch, 0])
+    return events
+
+
+def per_bar(onsets, bars: int) -> list[int]:
+    """How many of `onsets` (ticks) fall in each of the first `bars` bars."""
+    return [sum(1 for t in onsets if b * BAR <= t < (b + 1) * BAR) for b in range(bars)]
 
 
 class FakeTime:
@@ -49,10 +82,10 @@ def msg_ok(m) -> bool:
 class Rig:
     """A Live with recorded output, fed at synthetic times."""
 
-    def __init__(self, engine, monkeypatch, seed: int, *overrides: str) -> None:
+    def __init__(self, engine, patch, seed: int, *overrides: str) -> None:
         self.fake = FakeTime(10**12)
-        monkeypatch.setattr(live_mod, "time", types.SimpleNamespace(perf_counter_ns=self.fake.perf_counter_ns))
-        monkeypatch.setattr(live_mod, "sleep_until", self.fake.sleep_until)
+        patch.setattr(live_mod, "time", types.SimpleNamespace(perf_counter_ns=self.fake.perf_counter_ns))
+        patch.setattr(live_mod, "sleep_until", self.fake.sleep_until)
         self.cfg = config.load(None, [f"sampling.seed={seed}", *overrides])
         self.sent: list[tuple[int, ...]] = []
         self.onsets: list[int] = []  # song tick of each of leadline's note-ons, from the time it was sent
