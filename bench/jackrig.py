@@ -34,6 +34,18 @@ class RigStalled(Exception):
     the one outcome tests/jack report as a skip. leadline's own clients never count as the rig."""
 
 
+def again_if_stalled(measure, tries: int = 2):
+    """`measure()`, a whole measurement with its own clients and its own Beat, run again when the rig
+    stalled during it (RigStalled), up to `tries` times: seconds of VM noise must not cost the check, and
+    leadline wrong on a steady rig fails on the first steady try. The last RigStalled stands (a rig skip)."""
+    for k in range(tries):
+        try:
+            return measure()
+        except RigStalled:
+            if k == tries - 1:
+                raise
+
+
 def rig_wait(pred, timeout: float, what: str, poll: float = 0.01):
     """`wait_for` on the rig's own signals (clock ticks, a marker through the rig alone): when they do not
     come, the rig stalled."""

@@ -13,13 +13,14 @@ by `leadline bench` (section jack).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
 
 import numpy as np
 import pytest
-from leadline.bench.jackrig import RATE, Beat, Clock, Listener, RigStalled
+from leadline.bench.jackrig import RATE, Beat, Clock, Listener, RigStalled, again_if_stalled
 from leadline.daemon.clock import ClockFollower
 from leadline.daemon.jacknative import JackMidi
 from leadline.daemon.ports import InputQueue, stop_callback
@@ -69,13 +70,24 @@ class Follow:
         self.min.delete()
 
 
-@pytest.fixture
-def truth(jack):
-    """jack_midi_dump to hear the clock (connected once the clock is there): its ticks' frames,
-    independent of leadline. A fresh name each test: the previous one may still be closing."""
-    lis = Listener(jack, f"follow-truth{next(_n)}")
-    yield lis
-    lis.close()
+@contextlib.contextmanager
+def measuring(jack, rtmidi: bool = False):
+    """A Follow (leadline's input path) and a `truth` listener (jack_midi_dump, connected once the clock is
+    there: its ticks' frames, independent of leadline), with fresh names: a previous client may still be
+    closing. The GIL switch interval as the daemon sets it (engine.switch_interval_ms)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    k = next(_n)
+    follow = Follow(jack, name=f"follow{k}", rtmidi=rtmidi)
+    truth = None
+    try:
+        truth = Listener(jack, f"follow-truth{k}")
+        yield follow, truth
+    finally:
+        for part in (truth, follow):
+            if part is not None:
+                part.close()
+        sys.setswitchinterval(old)
 
 
 def fitted(frames) -> float:
@@ -93,69 +105,62 @@ def clock_ran(beat, truth_bpm: float, nominal: float) -> None:
                          f"({beat.stalled(exact=True) or 'ticks regular'})")
 
 
-@pytest.fixture
-def follow(jack):
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)  # as the daemon does (engine.switch_interval_ms): the callback needs the GIL
-    f = Follow(jack)
-    yield f
-    f.close()
-    sys.setswitchinterval(old)
+def steady(jack, bpm: float, rtmidi: bool = False) -> None:
+    with measuring(jack, rtmidi) as (follow, truth):
+        clock = Clock(jack, bpm)
+        try:
+            jack.connect(Clock.PORT, follow.port)
+            truth.listen_to(Clock.PORT)
+            beat = Beat(truth)
+            clock.start()
+            follow.pump(2.5)
+        finally:
+            clock.close()
+        ticks = truth.ticks()
+        real = fitted(ticks)
+        clock_ran(beat, real, bpm)
+        beat.check(follow.follower.tick > 48, f"leadline counted {follow.follower.tick + 1} of {len(ticks)} ticks")
+        err = np.array([abs(b - real) for t, b in follow.bpms if t >= 24])
+        beat.check(np.median(err) <= 0.5, f"median {np.median(err):.2f}, p90 {np.percentile(err, 90):.2f} BPM "
+                   f"off the clock's {real:.2f}")
+
+
+def change(jack) -> None:
+    with measuring(jack) as (follow, truth):
+        clock = Clock(jack, 120.0)
+        try:
+            jack.connect(Clock.PORT, follow.port)
+            truth.listen_to(Clock.PORT)
+            beat = Beat(truth)
+            clock.start()
+            follow.pump(1.5)
+            clock.tempo(160.0)
+            follow.pump(2.0)
+        finally:
+            clock.close()
+        # the real change, at the listener: the first tick interval clearly shorter than 120 BPM's 1000 frames
+        ticks = truth.ticks()
+        at = next((k + 1 for k, d in enumerate(np.diff(ticks)) if d < 900), None)
+        if at is None:
+            raise RigStalled(f"no tempo change reached the listener ({beat.stalled() or 'ticks regular'})")
+        real = fitted(ticks[at + 1:])
+        clock_ran(beat, real, 160.0)
+        err = np.array([abs(b - real) for t, b in follow.bpms if t >= at + 24])
+        beat.check(len(err) > 24, f"leadline estimated {len(err)} ticks a beat after the change at tick {at}")
+        beat.check(err[0] <= 0.5, f"one beat after the change at tick {at}: {err[0]:.2f} BPM off")
+        beat.check(np.median(err) <= 0.5, f"a beat after the change at tick {at}: median {np.median(err):.2f}, "
+                   f"p90 {np.percentile(err, 90):.2f} BPM off")
 
 
 @pytest.mark.parametrize("bpm", [90.0, 120.0, 160.0])
-def test_follows_steady_tempo(jack, follow, truth, bpm):
-    clock = Clock(jack, bpm)
-    try:
-        jack.connect(Clock.PORT, follow.port)
-        truth.listen_to(Clock.PORT)
-        beat = Beat(truth)
-        clock.start()
-        follow.pump(2.5)
-    finally:
-        clock.close()
-    ticks = truth.ticks()
-    real = fitted(ticks)
-    clock_ran(beat, real, bpm)
-    beat.check(follow.follower.tick > 48, f"leadline counted {follow.follower.tick + 1} of {len(ticks)} ticks")
-    err = np.array([abs(b - real) for t, b in follow.bpms if t >= 24])
-    beat.check(np.median(err) <= 0.5, f"median {np.median(err):.2f}, p90 {np.percentile(err, 90):.2f} BPM off "
-               f"the clock's {real:.2f}")
+def test_follows_steady_tempo(jack, bpm):
+    again_if_stalled(lambda: steady(jack, bpm))
 
 
-def test_follows_a_tempo_change_within_a_beat(jack, follow, truth):
-    clock = Clock(jack, 120.0)
-    try:
-        jack.connect(Clock.PORT, follow.port)
-        truth.listen_to(Clock.PORT)
-        beat = Beat(truth)
-        clock.start()
-        follow.pump(1.5)
-        clock.tempo(160.0)
-        follow.pump(2.0)
-    finally:
-        clock.close()
-    # the real change, at the listener: the first tick interval clearly shorter than 120 BPM's 1000 frames
-    ticks = truth.ticks()
-    change = next((k + 1 for k, d in enumerate(np.diff(ticks)) if d < 900), None)
-    if change is None:
-        raise RigStalled(f"no tempo change reached the listener ({beat.stalled() or 'ticks regular'})")
-    real = fitted(ticks[change + 1:])
-    clock_ran(beat, real, 160.0)
-    err = np.array([abs(b - real) for t, b in follow.bpms if t >= change + 24])
-    beat.check(len(err) > 24, f"leadline estimated {len(err)} ticks a beat after the change at tick {change}")
-    beat.check(err[0] <= 0.5, f"one beat after the change at tick {change}: {err[0]:.2f} BPM off")
-    beat.check(np.median(err) <= 0.5, f"a beat after the change at tick {change}: median {np.median(err):.2f}, "
-               f"p90 {np.percentile(err, 90):.2f} BPM off")
+def test_follows_a_tempo_change_within_a_beat(jack):
+    again_if_stalled(lambda: change(jack))
 
 
-def test_follows_steady_tempo_through_python_rtmidi(jack, truth):
+def test_follows_steady_tempo_through_python_rtmidi(jack):
     """The fallback input path (no C compiler): python-rtmidi's callback, wall-clock stamps."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.0005)
-    follow = Follow(jack, name="follow-rt", rtmidi=True)
-    try:
-        test_follows_steady_tempo(jack, follow, truth, 120.0)
-    finally:
-        follow.close()
-        sys.setswitchinterval(old)
+    again_if_stalled(lambda: steady(jack, 120.0, rtmidi=True))
