@@ -43,11 +43,14 @@ def cut_turns(rig: Rig) -> dict[int, list[int]]:
     return {turn: mine for turn, mine in turns.items() if not any(t >= BAR // 2 for t in mine)}
 
 
+PHRASE_BARS = (1, 4)  # respond_after_lost_note_off: the player's phrases, each ending 46 ticks into its bar
+
+
 def respond_after_lost_note_off(engine, patch, seed: int, cc: int = 123) -> Rig:
     """A held note whose note-off never comes (CC `cc` instead), then phrases in bars 2 and 5."""
     rig = Rig(engine, patch, seed, "mode=respond", "respond.bars=1")
     events = {2: [[0x90 | PLAYER_CH, 52, 100]], 20: [[0xB0 | PLAYER_CH, cc, 0]]}
-    for bar in (1, 4):
+    for bar in PHRASE_BARS:
         player_notes(events, [(bar * BAR + 12 * i, bar * BAR + 12 * i + 10, p) for i, p in enumerate((64, 67, 69, 71))])
     rig.feed([START])
     rig.song(8 * BAR, events)
@@ -55,9 +58,9 @@ def respond_after_lost_note_off(engine, patch, seed: int, cc: int = 123) -> Rig:
 
 
 def answered(rig: Rig) -> int:
-    """Of the two phrases in `respond_after_lost_note_off`, how many were answered."""
-    counts = per_bar(rig.onsets, 8)
-    return int(sum(counts[2:4]) > 0) + int(sum(counts[5:8]) > 0)
+    """Of the two phrases in `respond_after_lost_note_off`, how many leadline answered: a note of its own
+    within two bars after the phrase's last note-off (an answer may rest after its first note)."""
+    return sum(any(bar * BAR + 46 < t <= bar * BAR + 46 + 2 * BAR for t in rig.onsets) for bar in PHRASE_BARS)
 
 
 @section("jam")

@@ -334,7 +334,7 @@ class Live:
             if self.cfg.sampling.key == "auto":
                 key = estimate_key(self.player.pc_hist)
                 self.sampler.set_key(*(key or (None,)))
-            imp.begin(max(phrase.start, now + 1), phrase.end)
+            imp.begin(max(phrase.start, now + 1), phrase.end, phrase.fill)
         imp.catch_up(now + 1)
         budget = 8
         while imp.playing and imp.ahead() <= now + HORIZON and budget:

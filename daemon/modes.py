@@ -21,6 +21,7 @@ MODES = ("respond", "trade", "duet")
 class Phrase:
     start: int
     end: int
+    fill: bool = False  # keep playing through it (duet, a trade turn); an answer in respond may breathe
 
 
 class Conductor:
@@ -69,7 +70,7 @@ class Conductor:
             self.current = None
         if self.mode == "duet":
             if self.current is None:
-                self.current = Phrase(_next_grid(now + 1, TICKS_PER_BEAT // 2), FOREVER)  # a grid step ahead
+                self.current = Phrase(_next_grid(now + 1, TICKS_PER_BEAT // 2), FOREVER, fill=True)  # an 8th ahead
         elif self.mode == "respond":
             self._respond(now)
         else:
@@ -90,7 +91,7 @@ class Conductor:
         turn = (now + self.horizon) // turn_len  # start generating a little before leadline's turn
         if turn % 2 == 1 and turn != self.answered_turn:
             self.answered_turn = turn
-            self.current = Phrase(turn * turn_len, (turn + 1) * turn_len)
+            self.current = Phrase(turn * turn_len, (turn + 1) * turn_len, fill=True)
 
     def owner(self, tick: int) -> str:
         """Whose turn it is at `tick` in trade mode ('player' or 'leadline')."""

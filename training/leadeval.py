@@ -7,8 +7,9 @@ the real answer and the 2 bars after those a second real window (the real-vs-rea
 note in either real window is skipped. Corpora: the eval data's source folders (`corpus_of`), rock first.
 
 Answers: the model (as it ships, onnxruntime) and the Markov baseline continue every seed from the cut with the
-daemon's sampler (`sampling.*` settings, one sampler per seed, so each has its own repetition state); the first
-note falls on the cut, as in `Improviser.begin`. Each answer is the 2-bar window of notes from the cut.
+daemon's sampler (`sampling.*` settings, one sampler per seed, so each has its own repetition state) and rests
+as the daemon's respond shapes them (`improviser.rest_limit`: the first note on the cut, then as the model likes).
+Each answer is the 2-bar window of notes from the cut.
 
 Measures per corpus: `leadline.training.leadstats` medians and quartiles of model, Markov and real windows; the
 realness judge (`leadline.training.judge`) trained on the validation split of the training data (generated vs real
@@ -23,6 +24,7 @@ import numpy as np
 
 from leadline.daemon import codec, engine
 from leadline.daemon.config import SamplingConfig
+from leadline.daemon.improviser import mask_rests, rest_limit
 from leadline.daemon.sampler import Sampler
 from leadline.training import features, judge, leadstats
 from leadline.training.cache import SPLITS
@@ -34,7 +36,6 @@ MIN_CUTS = 10  # fewer judge training or test windows: no AUC
 FIRST = "rock-o-net"  # the target style: reported first
 MAX_STEPS = 16 * leadstats.WINDOW // 3  # more tokens than a 2-bar window of 32nd-note triads needs
 _NAMES = {"model": "model", "markov": "markov", "real_next": "real_vs_real"}  # judge AUC keys
-_NO_SHIFT = np.where(codec.kind_mask("SHIFT"), -np.inf, 0.0)
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,19 @@ def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: 
     decoders = [codec.Decoder(c.start, c.velocity) for c in cuts]
     out: list[list[codec.Note]] = [[] for _ in cuts]
     prev = [int(c.seed[-1]) for c in cuts]
+    last = [c.start for c in cuts]  # each answer's last onset
     live = np.ones(len(cuts), bool)
     rows, toks = first, np.zeros(len(cuts), np.int64)
     for _ in range(MAX_STEPS):
         for b in np.flatnonzero(live):
-            lg = rows[b] + _NO_SHIFT if not out[b] else rows[b]  # the first note falls on the cut
+            lg = np.array(rows[b], np.float64)  # rests as the daemon's respond shapes them (first note on the cut)
+            limit = rest_limit(not out[b], decoders[b].cursor, last[b], cuts[b].start + leadstats.WINDOW, False)
+            if limit <= codec.MAX_SHIFT:
+                mask_rests(lg, limit)
             toks[b] = tok = samplers[b].sample(lg, prev[b])
             if (note := decoders[b].feed(tok)) is not None:
                 out[b].append(note)
+                last[b] = note.onset
             live[b] = decoders[b].cursor < cuts[b].start + leadstats.WINDOW
             prev[b] = tok
         if not live.any():

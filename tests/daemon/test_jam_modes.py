@@ -94,9 +94,9 @@ def test_hearing_the_player_mid_note_waits_for_its_dur_and_the_phrase_goes_on(en
 
 
 def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
-    """A model that wants to rest a whole bar (SHIFT 96 far above anything else) still plays on in a
-    1-bar phrase: the rest that ends it starts in its last beat; in an open-ended phrase (duet), no
-    silence of a bar comes between its notes."""
+    """A model that wants to rest a whole bar (SHIFT 96 far above anything else) still plays on in a 1-bar
+    phrase to be filled (a trade turn): the rest that ends it starts in its last beat; in an open-ended one
+    (duet), no silence of a bar comes between its notes. A respond answer may end by resting."""
     import numpy as np
 
     from leadline.daemon import codec, config
@@ -117,18 +117,22 @@ def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
 
     imp = Improviser(RestingModel(), Sampler(config.load(None, []).sampling, seed=0), window=4096)
     for start in (0, 960):
-        imp.begin(start, start + 96)
+        imp.begin(start, start + 96, fill=True)
         before = len(imp.window)
         while imp.playing:
             imp.next_note()
         shifts = [int(codec.TOKEN_VALUE[t]) for t in list(imp.window)[before:] if codec.TOKEN_KIND[t] == codec.K_SHIFT]
         assert shifts and sum(shifts[:-1]) >= 96 - TICKS_PER_BEAT, f"a rest ended the phrase early: {shifts}"
-    imp.begin(2000, 1 << 40)  # open-ended (duet): it rests, but never a bar since its last note
+    imp.begin(3000, 3096)  # a respond answer is not filled: it may end by a rest after one note
+    while imp.playing:
+        imp.next_note()
+    assert imp.cursor >= 3096 and imp.last_onset == 3000
+    imp.begin(4000, 1 << 40, fill=True)  # open-ended (duet): it rests, but never a bar since its last note
     onsets = []
     for _ in range(500):  # (bounded: a model resting for ever must fail here, not hang)
         if (n := imp.next_note()) is not None:
             onsets.append(n.onset)
-    assert len(onsets) >= 20, f"{len(onsets)} notes in 500 calls: it rested {imp.cursor - 2000} ticks"
+    assert len(onsets) >= 20, f"{len(onsets)} notes in 500 calls: it rested {imp.cursor - 4000} ticks"
     gaps = np.diff(onsets)
     assert gaps.max() < 96 and gaps.max() > 48, f"gaps between leadline's onsets {sorted(set(gaps))}"
 
