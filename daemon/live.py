@@ -109,6 +109,7 @@ class Live:
         self.phrase = None
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
         self.quiet = False  # no note-on sent since the last All Notes Off (the first stop path sends one)
+        self._held_checked = -1  # the tick at which held notes were last checked against midi.max_held_beats
 
     def use_frame_output(self, io) -> None:
         """Time and send through a frame-accurate output (leadline's own JACK client): its frame time is
@@ -309,7 +310,8 @@ class Live:
         elif self.follower.running and self.follower.timed_out(now_ns, self.cfg.clock.timeout_ms):
             self.follower.running = False
             self.on_stop("clock dropout")
-        if self.player.sounding and self.running:
+        if self.player.sounding and self.running and self.clock.tick != self._held_checked:
+            self._held_checked = self.clock.tick  # (once a tick, not every pass)
             self._expire_held()
         if self.running and self.enabled:
             self._generate()

@@ -71,20 +71,26 @@ class Follow:
 
 
 @contextlib.contextmanager
-def measuring(jack, rtmidi: bool = False):
-    """A Follow (leadline's input path) and a `truth` listener (jack_midi_dump, connected once the clock is
-    there: its ticks' frames, independent of leadline), with fresh names: a previous client may still be
-    closing. The GIL switch interval as the daemon sets it (engine.switch_interval_ms)."""
+def measuring(jack, bpm: float, rtmidi: bool = False):
+    """jack_midi_clock at `bpm`, rolling into a Follow (leadline's input path) and a `truth` listener
+    (jack_midi_dump: its ticks' frames, independent of leadline, the Beat's heartbeat); fresh client names
+    (a previous client may still be closing) and the GIL switch interval the daemon sets
+    (engine.switch_interval_ms). Yields (follow, truth, clock, beat)."""
     old = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
     k = next(_n)
     follow = Follow(jack, name=f"follow{k}", rtmidi=rtmidi)
-    truth = None
+    truth = clock = None
     try:
         truth = Listener(jack, f"follow-truth{k}")
-        yield follow, truth
+        clock = Clock(jack, bpm)
+        jack.connect(Clock.PORT, follow.port)
+        truth.listen_to(Clock.PORT)
+        beat = Beat(truth)
+        clock.start()
+        yield follow, truth, clock, beat
     finally:
-        for part in (truth, follow):
+        for part in (clock, truth, follow):
             if part is not None:
                 part.close()
         sys.setswitchinterval(old)
@@ -106,16 +112,8 @@ def clock_ran(beat, truth_bpm: float, nominal: float) -> None:
 
 
 def steady(jack, bpm: float, rtmidi: bool = False) -> None:
-    with measuring(jack, rtmidi) as (follow, truth):
-        clock = Clock(jack, bpm)
-        try:
-            jack.connect(Clock.PORT, follow.port)
-            truth.listen_to(Clock.PORT)
-            beat = Beat(truth)
-            clock.start()
-            follow.pump(2.5)
-        finally:
-            clock.close()
+    with measuring(jack, bpm, rtmidi) as (follow, truth, _, beat):
+        follow.pump(2.5)
         ticks = truth.ticks()
         real = fitted(ticks)
         clock_ran(beat, real, bpm)
@@ -126,18 +124,10 @@ def steady(jack, bpm: float, rtmidi: bool = False) -> None:
 
 
 def change(jack) -> None:
-    with measuring(jack) as (follow, truth):
-        clock = Clock(jack, 120.0)
-        try:
-            jack.connect(Clock.PORT, follow.port)
-            truth.listen_to(Clock.PORT)
-            beat = Beat(truth)
-            clock.start()
-            follow.pump(1.5)
-            clock.tempo(160.0)
-            follow.pump(2.0)
-        finally:
-            clock.close()
+    with measuring(jack, 120.0) as (follow, truth, clock, beat):
+        follow.pump(1.5)
+        clock.tempo(160.0)
+        follow.pump(2.0)
         # the real change, at the listener: the first tick interval clearly shorter than 120 BPM's 1000 frames
         ticks = truth.ticks()
         at = next((k + 1 for k, d in enumerate(np.diff(ticks)) if d < 900), None)
