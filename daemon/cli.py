@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="cache directory from `leadline data build`")
     s.add_argument("--out", required=True, help="run directory (checkpoints, metrics, loss curve)")
     s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    s.add_argument("--init", metavar="MODEL_DIR", help="start a new run from the weights of an exported model "
+                   "(e.g. models/default): fine-tuning on new data or for more steps")
 
     s = sub.add_parser("export", help="export a trained run to an ONNX model directory")
     s.add_argument("run_dir")

@@ -173,7 +173,8 @@ class DataConfig:
     max_polyphony: float = 1.6  # mean notes per onset above this -> rhythm part, not a lead line
     min_notes: int = 32
     unique_factor: float = 0.0  # >0: drop songs whose distinct-pitch ratio is below this
-    transpose: tuple[int, ...] = ()  # semitone shifts added to the training split, e.g. [-2, -1, 1, 2]
+    transpose: tuple[int, ...] = (-2, -1, 1, 2)  # semitone shifts added to the training split
+    snap_below: float = 0.6  # training lines with fewer onsets than this share on the grid are moved onto it
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
 
@@ -181,6 +182,7 @@ class DataConfig:
         _range("data.max_polyphony", self.max_polyphony, 1.0, 16.0)
         _range("data.min_notes", self.min_notes, 1, 100_000)
         _range("data.unique_factor", self.unique_factor, 0.0, 1.0)
+        _range("data.snap_below", self.snap_below, 0.0, 1.0)
         if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
             raise ConfigError(f"data.split: {list(self.split)} (three fractions adding up to 1)")
         for p in self.programs + self.fallback_programs:

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA_DIR = REPO.parent / "shared" / "data"
 WJD = SHARED_DATA_DIR / "wjd-jazz-solos"
 # 16 solos (14 songs) split by ingest's song hash with these settings: 7 train, 4 val, 3 test songs
-TINY_DATA = ["data.split=[0.6, 0.2, 0.2]", "data.seed=3"]
+TINY_DATA = ["data.split=[0.6, 0.2, 0.2]", "data.seed=3", "data.transpose=[]", "data.snap_below=0"]
 
 
 @pytest.fixture(scope="session")

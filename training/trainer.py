@@ -288,6 +288,8 @@ def restore(t: Trainer, out: Path, meta: dict) -> None:
         raise UserError(f"{out}: the checkpoint's model {ck['model_args']} differs from the config's "
                         f"{meta['model_args']}; resume without changing train.embed/hidden/layers/dropout")
     t.load_state_dict(ck)
+    if "init" in ck:  # a run started with --init says so in every checkpoint
+        meta["init"] = ck["init"]
     rows = [r for r in read_metrics(out / METRICS) if r["step"] <= t.step]
     write_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in rows))  # a kill here must not lose them
     write_atomic(out / "config.json", json.dumps(meta["config"], indent=1) + "\n")
@@ -330,12 +332,20 @@ def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device) -> tu
 
 
 def train(cfg: config.Config, data: cache_mod.Cache, out: str | Path, data_path: str | Path = "",
-          resume: bool = False, progress: bool = True, extra: tuple = ()) -> Trainer:
-    """Train (or resume) a run in directory `out`; `extra` callbacks are added after the standard ones."""
+          resume: bool = False, progress: bool = True, extra: tuple = (), init: str | Path | None = None) -> Trainer:
+    """Train (or resume) a run in directory `out`; `extra` callbacks are added after the standard ones.
+
+    `init`: a model directory whose weights a new run starts from (`leadline.training.warmstart`)."""
     out = Path(out)
     device = pick_device(cfg.train.device)
     trainer, val = build(cfg, data, device)
     meta = run_meta(cfg, data, data_path, trainer)
+    if init is not None and not resume:
+        from leadline.training import warmstart
+
+        meta["init"] = warmstart.load_into(trainer.model, init)
+        trainer.model.to(device)
+        log.info("starting from the weights of %s", init)
     if resume:
         restore(trainer, out, meta)
     else:
@@ -349,10 +359,12 @@ def train(cfg: config.Config, data: cache_mod.Cache, out: str | Path, data_path:
 
 
 def run(args) -> int:
-    """`leadline train --data CACHE --out RUN [--resume] [--config FILE] [--set k=v]`."""
+    """`leadline train --data CACHE --out RUN [--resume | --init MODEL_DIR] [--config FILE] [--set k=v]`."""
     cfg = resolve_config(args)
     data = cache_mod.load(args.data)
-    t = train(cfg, data, args.out, data_path=args.data, resume=args.resume)
+    if args.init and args.resume:
+        raise UserError("--init starts a new run from a model's weights; --resume continues a run: give one")
+    t = train(cfg, data, args.out, data_path=args.data, resume=args.resume, init=args.init)
     best = t.best["val_loss"]
     best_txt = f"best val {best / LN2:.4f} bits/event at step {t.best['step']}" if best is not None else "no val"
     print(f"{t.stop_reason} at step {t.step} (epoch {t.epochs_done:.2f}, {t.now_elapsed():.0f} s); {best_txt}")

@@ -43,9 +43,12 @@ def corpus(tmp_path_factory):
     return root
 
 
+AS_PLAYED = DataConfig(transpose=(), snap_below=0.0)  # no training-only copies or snapping
+
+
 @pytest.fixture(scope="module")
 def built(corpus):
-    return ingest.build([str(corpus)], DataConfig(), jobs=1, progress=False)
+    return ingest.build([str(corpus)], AS_PLAYED, jobs=1, progress=False)
 
 
 def test_files_are_used_or_skipped_with_their_reason(built):
@@ -79,7 +82,7 @@ def test_sequences_start_with_bos_and_decode_to_the_lead(built):
 
 
 def test_a_single_file_source(tmp_path):
-    c = ingest.build([str(FILES["pop/001.mid"])], DataConfig(), jobs=1, progress=False)
+    c = ingest.build([str(FILES["pop/001.mid"])], AS_PLAYED, jobs=1, progress=False)
     assert list(c.manifest["per_file"]) == ["pop909/001.mid"] and len(c.index) == 1
 
 
@@ -167,3 +170,31 @@ def test_cli_names_a_missing_source_and_refuses_to_replace_other_folders(corpus,
     (tmp_path / "music" / "song.wav").write_bytes(b"RIFF")
     assert main(["data", "build", "--out", str(tmp_path / "music"), str(corpus)]) == 1
     assert "not a leadline cache" in capsys.readouterr().err and (tmp_path / "music" / "song.wav").exists()
+
+
+def test_grid_share_and_snapping_on_hand_made_onsets():
+    t = codec.TICKS_PER_BEAT
+    straight = np.array([0, t // 2, t, t + t // 4, 2 * t + 2 * t // 3])  # eighths, a 16th, a triplet
+    assert ingest.grid_share(straight) == 1.0 and ingest.grid_share(straight + 1) == 0.0
+    np.testing.assert_array_equal(ingest.snapped(np.array([1, 11, 17, 23, 25])), [0, 12, 16, 24, 24])
+    # a whole line 5 ticks late comes back by the one offset; a performance's own timing is snapped
+    np.testing.assert_array_equal(ingest.on_grid(straight + 5, 0.6), straight)
+    played = np.array([0, 13, 22, 37, 50, 59])
+    moved = ingest.on_grid(played, 0.6)
+    assert ingest.grid_share(moved) == 1.0 and np.abs(moved - played).max() <= t // 8 + 1
+    assert (np.diff(moved) >= 0).all()
+
+
+def test_snapping_moves_training_lines_only_and_keeps_duplicates_found(corpus):
+    """The jazz solos are performances (off the grid): snapped where they train, as played elsewhere."""
+    def onsets(c, split):
+        return [[n.onset for n in codec.decode(s)] for s in c.sequences(split, transposed=False)]
+
+    cfg = dict(transpose=(), split=(0.5, 0.25, 0.25))
+    plain = ingest.build([str(corpus)], DataConfig(snap_below=0.0, **cfg), jobs=1, progress=False)
+    snap = ingest.build([str(corpus)], DataConfig(snap_below=0.6, **cfg), jobs=1, progress=False)
+    assert snap.manifest["files"] == plain.manifest["files"]  # the duplicate is still found
+    assert onsets(snap, "val") == onsets(plain, "val") and onsets(snap, "test") == onsets(plain, "test")
+    before, after = onsets(plain, "train"), onsets(snap, "train")
+    assert before != after
+    assert min(ingest.grid_share(np.array(a)) for a in after) >= 0.6
