@@ -18,6 +18,7 @@ HANDLERS = {
     "serve": "leadline.daemon.serve:run",
     "ports": "leadline.daemon.ports:run_list",
     "respond": "leadline.daemon.offline:run",
+    "replay": "leadline.daemon.replay:run",
     "doctor": "leadline.daemon.doctor:run",
     "plot": "leadline.daemon.plot:run",
     "bench": "leadline.bench.run:run",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="model directory (default: engine.model)")
     s.add_argument("--api", choices=["auto", "alsa", "jack", "coremidi", "windows"], help="MIDI backend")
     s.add_argument("--mode", choices=["respond", "trade", "duet"], help="jam mode (default: mode)")
-    s.add_argument("--record", metavar="DIR", help="write each session as a .mid under DIR")
+    s.add_argument("--record", metavar="DIR", help="write each session as a .mid (and its session log) under DIR")
     s.add_argument("--duration", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds; tests and bench
 
     s = sub.add_parser("ports", help="list MIDI input and output ports")
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed for sampling")
     s.add_argument("--png", help="also draw a piano roll PNG")
     s.add_argument("--wav", help="also render audio with FluidSynth")
+
+    s = sub.add_parser("replay", help="feed a take's session log back through the daemon, offline")
+    s.add_argument("log", help="a session log (.log beside a recorded take)")
+    s.add_argument("--model", help="model directory (default: the one the log names, else the bundled one)")
 
     s = sub.add_parser("doctor", help="check MIDI backends, onnxruntime providers, model and config")
     _common(s)

@@ -37,9 +37,14 @@ class MidiConfig:
     queue_size: int = 4096
     jack_native: bool = True  # JACK: leadline's own client, notes written at their JACK frame
     max_held_beats: float = 16.0  # a player note held longer counts as released (its note-off was lost)
+    max_note_beats: Optional[float] = None  # leadline's own notes end after this many beats; None/0 = off
+    echo_ms: float = 30.0  # leadline's own message back on its input within this is an echo; 0 = off
 
     def check(self) -> None:
         _range("midi.max_held_beats", self.max_held_beats, 1, 1024)
+        if self.max_note_beats:  # (null or 0: off)
+            _range("midi.max_note_beats", self.max_note_beats, 1 / 24, 1024)
+        _range("midi.echo_ms", self.echo_ms, 0.0, 1000.0)
         _range("midi.in_channel", self.in_channel, 0, 16)
         _range("midi.out_channel", self.out_channel, 1, 16)
         _range("midi.queue_size", self.queue_size, 16, 1_000_000)
@@ -372,6 +377,13 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     cfg.check()
     model = os.path.abspath(os.path.expanduser(cfg.engine.model))
     return dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, model=model))
+
+
+def from_dict(data: dict) -> Config:
+    """A checked Config from a plain mapping (as `as_dict` writes it, e.g. in a session log)."""
+    cfg = _build(Config, data)
+    cfg.check()
+    return cfg
 
 
 def _read(path: str | Path) -> dict:

@@ -12,6 +12,8 @@
  *     timed messages (note-offs of notes that did start) go at once. Each message carries the flush
  *     generation it was queued in; an untimed message newer than the generation a cycle started with
  *     waits for the next cycle, so a note-off can never be written before a dropped-too-late note-on.
+ *   - tap: every message written to the output goes, with the frame it was written at, to a third ring
+ *     that Python drains (ll_tap) when it likes: the record of what actually left, flushes included.
  * Built once by daemon/jacknative.py with the system's gcc and libjack headers (libjack-jackd2-dev).
  */
 #include <errno.h>
@@ -36,11 +38,11 @@ typedef struct {
 typedef struct {
     jack_client_t *client;
     jack_port_t *in, *out;
-    jack_ringbuffer_t *in_ring, *out_ring, *now_ring;
+    jack_ringbuffer_t *in_ring, *out_ring, *now_ring, *tap_ring;
     int wake[2];                 /* pipe: the process thread writes a byte when input came */
     volatile uint64_t cycle64;   /* frame of the current cycle's start, 64-bit */
     volatile uint32_t gen;       /* current flush generation (written by Python, read by the RT thread) */
-    volatile uint32_t dropped_in, late_out, dropped_out;
+    volatile uint32_t dropped_in, late_out, dropped_out, dropped_tap;
     volatile int shutdown;
     uint32_t last32;
     uint64_t high;
@@ -50,6 +52,21 @@ static uint64_t extend(ll_t *ll, uint32_t f32) {
     if (f32 < ll->last32) ll->high += (uint64_t)1 << 32;
     ll->last32 = f32;
     return ll->high | f32;
+}
+
+/* Write one event to the output and, when it fits, to the tap (its frame: cycle start + offset). */
+static void out(ll_t *ll, void *outbuf, uint64_t start, uint32_t off, const unsigned char *data, uint32_t size) {
+    if (jack_midi_event_write(outbuf, off, data, size) != 0) {
+        ll->dropped_out++;
+        return;
+    }
+    header_t h = {start + off, 0, size};
+    if (jack_ringbuffer_write_space(ll->tap_ring) < sizeof h + size) {
+        ll->dropped_tap++;
+        return;
+    }
+    jack_ringbuffer_write(ll->tap_ring, (const char *)&h, sizeof h);
+    jack_ringbuffer_write(ll->tap_ring, (const char *)data, size);
 }
 
 static int process(jack_nframes_t nframes, void *arg) {
@@ -90,7 +107,7 @@ static int process(jack_nframes_t nframes, void *arg) {
         jack_ringbuffer_read_advance(ll->out_ring, sizeof h);
         jack_ringbuffer_read(ll->out_ring, (char *)data, h.size);
         if ((data[0] & 0xF0) == 0x90 && h.size == 3 && data[2]) continue;
-        if (jack_midi_event_write(outbuf, 0, data, h.size) != 0) ll->dropped_out++;
+        out(ll, outbuf, start, 0, data, h.size);
     }
     /* 2. untimed messages, at the cycle's start */
     while (jack_ringbuffer_peek(ll->now_ring, (char *)&h, sizeof h) == sizeof h &&
@@ -98,7 +115,7 @@ static int process(jack_nframes_t nframes, void *arg) {
         if ((int32_t)(h.gen - gen) > 0) break; /* queued after a flush this cycle has not seen */
         jack_ringbuffer_read_advance(ll->now_ring, sizeof h);
         jack_ringbuffer_read(ll->now_ring, (char *)data, h.size);
-        if (jack_midi_event_write(outbuf, 0, data, h.size) != 0) ll->dropped_out++;
+        out(ll, outbuf, start, 0, data, h.size);
     }
     /* 3. timed messages due in this cycle, at their frame (late ones at its start) */
     while (jack_ringbuffer_peek(ll->out_ring, (char *)&h, sizeof h) == sizeof h &&
@@ -109,8 +126,8 @@ static int process(jack_nframes_t nframes, void *arg) {
         uint32_t off = h.frame > start ? (uint32_t)(h.frame - start) : 0;
         if (h.frame < start) ll->late_out++;
         if (off < last_off) off = last_off; /* JACK wants events in time order */
-        if (jack_midi_event_write(outbuf, off, data, h.size) != 0) ll->dropped_out++;
-        else last_off = off;
+        out(ll, outbuf, start, off, data, h.size);
+        last_off = off;
     }
     return 0;
 }
@@ -126,6 +143,7 @@ void ll_close(ll_t *ll) {
     if (ll->in_ring) jack_ringbuffer_free(ll->in_ring);
     if (ll->out_ring) jack_ringbuffer_free(ll->out_ring);
     if (ll->now_ring) jack_ringbuffer_free(ll->now_ring);
+    if (ll->tap_ring) jack_ringbuffer_free(ll->tap_ring);
     if (ll->wake[0] >= 0) close(ll->wake[0]);
     if (ll->wake[1] >= 0) close(ll->wake[1]);
     free(ll);
@@ -146,7 +164,9 @@ ll_t *ll_open(const char *name, const char *in_port, const char *out_port, int *
     ll->in_ring = jack_ringbuffer_create(RING_BYTES);
     ll->out_ring = jack_ringbuffer_create(RING_BYTES);
     ll->now_ring = jack_ringbuffer_create(RING_BYTES);
-    if (!ll->in || !ll->out || !ll->in_ring || !ll->out_ring || !ll->now_ring || pipe(ll->wake) != 0) {
+    ll->tap_ring = jack_ringbuffer_create(RING_BYTES);
+    if (!ll->in || !ll->out || !ll->in_ring || !ll->out_ring || !ll->now_ring || !ll->tap_ring ||
+        pipe(ll->wake) != 0) {
         *status = -1;
         ll_close(ll);
         return NULL;
@@ -156,6 +176,7 @@ ll_t *ll_open(const char *name, const char *in_port, const char *out_port, int *
     jack_ringbuffer_mlock(ll->in_ring);
     jack_ringbuffer_mlock(ll->out_ring);
     jack_ringbuffer_mlock(ll->now_ring);
+    jack_ringbuffer_mlock(ll->tap_ring);
     jack_on_shutdown(ll->client, on_shutdown, ll);
     if (jack_set_process_callback(ll->client, process, ll) != 0 || jack_activate(ll->client) != 0) {
         *status = -1;
@@ -177,20 +198,25 @@ uint64_t ll_frame_now(ll_t *ll) {
     return c + (int64_t)(int32_t)(jack_frame_time(ll->client) - (uint32_t)c);
 }
 
-/* One input event: its size (copied to buf, *frame set), 0 when none is waiting. */
-int ll_read(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) {
+static int take(jack_ringbuffer_t *ring, uint64_t *frame, unsigned char *buf, int cap) {
     header_t h;
-    if (jack_ringbuffer_peek(ll->in_ring, (char *)&h, sizeof h) != sizeof h) return 0;
-    if (jack_ringbuffer_read_space(ll->in_ring) < sizeof h + h.size) return 0;
-    jack_ringbuffer_read_advance(ll->in_ring, sizeof h);
+    if (jack_ringbuffer_peek(ring, (char *)&h, sizeof h) != sizeof h) return 0;
+    if (jack_ringbuffer_read_space(ring) < sizeof h + h.size) return 0;
+    jack_ringbuffer_read_advance(ring, sizeof h);
     if ((int)h.size > cap) {
-        jack_ringbuffer_read_advance(ll->in_ring, h.size);
+        jack_ringbuffer_read_advance(ring, h.size);
         return -1;
     }
-    jack_ringbuffer_read(ll->in_ring, (char *)buf, h.size);
+    jack_ringbuffer_read(ring, (char *)buf, h.size);
     *frame = h.frame;
     return (int)h.size;
 }
+
+/* One input event: its size (copied to buf, *frame set), 0 when none is waiting. */
+int ll_read(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->in_ring, frame, buf, cap); }
+
+/* One message the output wrote, at *frame: its size, 0 when none is waiting. */
+int ll_tap(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->tap_ring, frame, buf, cap); }
 
 /* Queue `msg` for the frame it is due at, in due order; frame 0: untimed, first thing in the next cycle.
  * -1 when the ring is full. */
@@ -238,3 +264,4 @@ int ll_pending(ll_t *ll) {
 uint32_t ll_dropped_in(ll_t *ll) { return ll->dropped_in; }
 uint32_t ll_late_out(ll_t *ll) { return ll->late_out; }
 uint32_t ll_dropped_out(ll_t *ll) { return ll->dropped_out; }
+uint32_t ll_dropped_tap(ll_t *ll) { return ll->dropped_tap; }

@@ -93,6 +93,7 @@ def lib() -> ctypes.CDLL:
         sigs = {"ll_open": (P, [S, S, S, ctypes.POINTER(I)]), "ll_close": (None, [P]), "ll_rate": (U32, [P]),
                 "ll_fd": (I, [P]), "ll_alive": (I, [P]), "ll_in_name": (S, [P]), "ll_out_name": (S, [P]),
                 "ll_frame_now": (U64, [P]), "ll_read": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]),
+                "ll_tap": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]), "ll_dropped_tap": (U32, [P]),
                 "ll_send": (I, [P, U64, ctypes.c_char_p, I]), "ll_flush": (None, [P]),
                 "ll_connect": (I, [P, S, S]), "ll_port_exists": (I, [P, S]),
                 "ll_ports": (I, [P, S, ctypes.c_ulong, ctypes.c_char_p, I]),
@@ -124,6 +125,8 @@ class JackMidi:
         self.out_name = self.L.ll_out_name(self.h).decode()
         self._buf = ctypes.create_string_buffer(256)
         self._frame = ctypes.c_uint64(0)
+        self._tap_buf = ctypes.create_string_buffer(256)
+        self._tap_frame = ctypes.c_uint64(0)
         self._reader: threading.Thread | None = None
         self._stop = False
         self._stats = {"dropped_in": 0, "late_out": 0, "dropped_out": 0}
@@ -146,6 +149,19 @@ class JackMidi:
         if n <= 0:
             return None
         return self.to_ns(self._frame.value), list(self._buf.raw[:n])
+
+    def drain_sent(self, on_sent: Callable[[int, list[int]], object]) -> None:
+        """Hand every message the output wrote since the last call to `on_sent(t_ns, message)`, with the
+        time of the frame it was written at (what actually left: flushed note-ons are not there)."""
+        if not self.h:
+            return
+        buf, frame = self._tap_buf, self._tap_frame
+        while (n := self.L.ll_tap(self.h, ctypes.byref(frame), buf, len(buf))) > 0:
+            on_sent(self.to_ns(frame.value), list(buf.raw[:n]))
+
+    def pending(self) -> bool:
+        """Whether messages handed over are still waiting to be written."""
+        return bool(self.h) and bool(self.L.ll_pending(self.h))
 
     def start_reader(self, on_message: Callable[[int, list[int]], object]) -> None:
         """A thread that waits (GIL released) for the process callback's wake-up byte and hands every
@@ -203,7 +219,7 @@ class JackMidi:
         last figures once closed)."""
         if self.h:
             self._stats = {"dropped_in": self.L.ll_dropped_in(self.h), "late_out": self.L.ll_late_out(self.h),
-                           "dropped_out": self.L.ll_dropped_out(self.h)}
+                           "dropped_out": self.L.ll_dropped_out(self.h), "dropped_tap": self.L.ll_dropped_tap(self.h)}
         return self._stats
 
     def close(self) -> None:
@@ -275,6 +291,13 @@ class NativeIO:
 
     def flush(self) -> None:
         self.jm.flush()
+
+    def drain_sent(self, on_sent) -> None:
+        if self.jm is not None:
+            self.jm.drain_sent(on_sent)
+
+    def pending(self) -> bool:
+        return self.jm is not None and self.jm.pending()
 
     def check(self, now_ns: int) -> None:
         """As MidiIO.check: a peer port named by midi.connect_in/connect_out that vanished (said once;

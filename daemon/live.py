@@ -15,7 +15,9 @@ import numpy as np
 from leadline.daemon import codec
 from leadline.daemon.clock import ClockEvent, ClockFollower, InternalClock
 from leadline.daemon.codec import Note, TICKS_PER_BEAT
+from leadline.daemon.echo import EchoGuard
 from leadline.daemon.improviser import Improviser
+from leadline.daemon.keeping import Keeping, Stats
 from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.sampler import estimate_key
 from leadline.daemon.scheduler import (KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline,
@@ -28,23 +30,6 @@ LATE_NS = 5_000_000  # a note-on more than this late is skipped, not played late
 WAKE_NS = 1_200_000  # a message due within this is waited for (sleep, then spin) and sent
 HANDOFF_NS = 8_000_000  # with a frame-accurate output (`send_at`): queued this far ahead with its time
 MAX_WAITING = 64  # completed player notes kept waiting for an earlier, still held one (bounded memory)
-
-
-class Stats:
-    """Counters for the status line."""
-
-    def __init__(self) -> None:
-        self.notes_in = self.notes_out = self.interrupts = self.stops = 0
-        self.step_ns = np.zeros(1024, np.int64)
-        self.step_i = 0
-
-    def step_time(self, ns: int) -> None:
-        self.step_ns[self.step_i & 1023] = ns
-        self.step_i += 1
-
-    def step_p99_ms(self) -> float:
-        n = min(self.step_i, 1024)
-        return float(np.percentile(self.step_ns[:n], 99)) / 1e6 if n else 0.0
 
 
 class PlayerNotes:
@@ -85,11 +70,13 @@ class PlayerNotes:
         return out
 
 
-class Live:
+class Live(Keeping):
     """Everything on the engine thread: clocks, conductor, improviser, output scheduling."""
 
     def __init__(self, cfg, engine, sampler, send) -> None:
-        self.cfg, self.sampler, self.send = cfg, sampler, send
+        self.cfg, self.sampler, self._send = cfg, sampler, send
+        self.echo = EchoGuard(cfg.midi.echo_ms)
+        self.max_note = round((cfg.midi.max_note_beats or 0) * TICKS_PER_BEAT)  # ticks; 0 = no limit
         self.follower = ClockFollower.from_config(cfg.clock)
         self.internal = InternalClock(cfg.clock.bpm)
         self.external = cfg.clock.source == "external"
@@ -102,10 +89,14 @@ class Live:
         self.enabled = True
         self.out_ch = cfg.midi.out_channel - 1
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
-        self.recorder = None
+        self.recorder = None  # leadline.daemon.recording.Recorder: takes (and their session logs)
         self.now_ns = time.perf_counter_ns  # the timebase (leadline's own JACK client: its frame time)
         self.send_at = None  # a frame-accurate output: send_at(t_ns, msg) (leadline.daemon.jacknative)
         self.flush_out = None  # ... and its flush: drops timed note-ons not yet written
+        self.drain_out = None  # ... and what it wrote: drain_out(callback(t_ns, msg)) (else: sent is written)
+        self.out_pending = lambda: False  # ... whether messages handed over are still to be written
+        self.take_ending = False  # a take ends once what was handed over has left (`settle`)
+        self.end_tick = self.end_ns = 0  # ... at this song tick and time (the Stop's)
         self.phrase = None
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
         self.quiet = False  # no note-on sent since the last All Notes Off (the first stop path sends one)
@@ -116,6 +107,8 @@ class Live:
         the timebase, messages are handed over with their due time, stop paths flush it first, and no
         lookahead is needed (JACK writes each note at its tick's frame)."""
         self.now_ns, self.send_at, self.flush_out = io.now_ns, io.send_at, io.flush
+        self.drain_out = getattr(io, "drain_sent", None)
+        self.out_pending = getattr(io, "pending", self.out_pending)
         self.lookahead_ns = 0
 
     # --- clocks ---------------------------------------------------------------------------------------
@@ -135,13 +128,17 @@ class Live:
             if self.cfg.clock.send_clock:
                 self.send([0xFA])
         if self.recorder:
-            self.recorder.begin(self.clock.bpm)
+            self.recorder.begin(self.clock.bpm, self.take_state(), self.now_ns())
 
     def now_tick(self) -> int:
         return max(self.clock.tick, 0)
 
     # --- input ------------------------------------------------------------------------------------------
     def handle(self, t_ns: int, msg: list[int]) -> None:
+        if self.recorder is not None:
+            self.recorder.inp(t_ns, msg)
+        if self.echo.echo(t_ns, msg):
+            return  # leadline's own message back on its input (a loopback): not the player
         status = msg[0]
         if status >= 0xF0:
             if status in (0xF8, 0xFA, 0xFB, 0xFC, 0xF2) and self.cfg.clock.source != "internal":
@@ -252,15 +249,15 @@ class Live:
         self.release_player()
         self.improviser.reprime(cursor=0)
         if self.recorder:
-            self.recorder.begin(self.clock.bpm)
+            self.settle(wait=True)
+            self.recorder.begin(self.clock.bpm, self.take_state(), self.now_ns())
 
     def on_stop(self, why: str) -> None:
         log.info("stopping (%s): all notes off", why)
         self.stats.stops += 1
         self.all_off()
         self.conductor.reset()
-        if self.recorder:
-            self.recorder.flush()
+        self.end_take()
 
     def set_mode(self, mode: str) -> None:
         if mode != self.conductor.mode:
@@ -316,6 +313,8 @@ class Live:
         if self.running and self.enabled:
             self._generate()
         self.dispatch(self.now_ns())
+        if self.recorder is not None:
+            self.settle()
 
     def _clock_out(self) -> None:
         """Schedule MIDI clock for the internal clock's next ticks, sent on time like the notes."""
@@ -345,15 +344,18 @@ class Live:
             note = imp.next_note(max_steps=4)
             if imp.steps > steps:
                 self.stats.step_time((time.perf_counter_ns() - t0) // (imp.steps - steps))
+                if self.recorder is not None:
+                    self.recorder.step(t0, (time.perf_counter_ns() - t0) // (imp.steps - steps))
             budget -= 1
             if note is not None:
                 self.schedule(note)
 
     def schedule(self, note: Note) -> None:
+        """Put `note` on the output's schedule (no longer than midi.max_note_beats); the take records it
+        when it leaves."""
         vel = min(127, max(1, round(note.velocity * self.cfg.sampling.velocity_scale)))
-        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, note.onset, note.end, self.lookahead_ns)
-        if self.recorder:
-            self.recorder.add("leadline", [Note(note.onset, note.duration, note.pitch, vel)])
+        end = min(note.end, note.onset + self.max_note) if self.max_note else note.end
+        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, note.onset, end, self.lookahead_ns)
 
     def deadline(self, tick: int) -> int:
         return deadline(self.clock, tick, self.lookahead_ns)
@@ -394,8 +396,10 @@ class Live:
     def _emit(self, at: int, msg) -> None:
         if self.send_at is not None:
             self.send_at(at, msg)
+            self.echo.sent(at, msg)
         else:
-            self.send(msg)
+            self._send(msg)
+            self._handed(at, msg)
 
     def next_wake(self, now_ns: int) -> int:
         """When the loop must be awake next: the next send, the next internal tick, or 5 ms."""

@@ -100,27 +100,123 @@ def _names(folder: Path, when: float | None):
         n += 1
 
 
-class Recorder:
-    """Collects a session's notes per part; `flush` writes them to a new dated file (Stop, exit)."""
+def _free_log_name(folder: Path) -> Path:
+    """A dated .log name in `folder` taken by neither a take nor a log (a log of a take without notes)."""
+    for path in _names(folder, None):
+        if not path.exists() and not path.with_suffix(".log").exists():
+            return path.with_suffix(".log")
 
-    def __init__(self, folder: str | Path) -> None:
+
+class Recorder:
+    """A session's takes: the player's notes as heard, leadline's as they left the output; each take
+    (Start to Stop, or launch to exit) becomes a new dated .mid, with its session log beside it when
+    `header` is given (leadline.daemon.session). `end` hands the writing to a background thread; `flush`
+    writes at once (offline use)."""
+
+    def __init__(self, folder: str | Path, header: dict | None = None, out_channel: int = 0) -> None:
         self.folder = Path(folder)
         self.bpm = 120.0
         self.parts: dict[str, list[Note]] = {"player": [], "leadline": []}
         self.written: list[Path] = []
+        self.header, self.out_ch = header, out_channel
+        self.open: dict[int, tuple[int, int]] = {}  # leadline's sounding pitch -> (onset tick, velocity)
+        self.log = None  # the take's SessionLog
+        self.noted = False  # a note came in or went out in this take (a log without one is not kept)
+        self.writer = None
+        self.counters = dict  # counters() for the log: serve's status counters
 
-    def begin(self, bpm: float) -> None:
+    def begin(self, bpm: float, state: dict | None = None, t_ns: int = 0) -> None:
+        """A new take; what the open one holds is dropped (a Start with no Stop before it begins again)."""
+        if self.log is not None:
+            self.log.close(t_ns, self.counters(), None)
+            self.log = None
+        self._clear()
         self.bpm = bpm
-        for notes in self.parts.values():
-            notes.clear()
+        self.noted = False
+        if self.header is not None:
+            from leadline.daemon.session import SessionLog, Writer
+
+            self.writer = self.writer or Writer()
+            self.log = SessionLog(self.folder, self.writer, {**self.header, "bpm": bpm, "t0": t_ns,
+                                                             "state": state or {}})
 
     def add(self, part: str, notes: list[Note]) -> None:
         self.parts[part].extend(notes)
 
+    # --- what came in and went out ---------------------------------------------------------------------
+    def inp(self, t_ns: int, msg) -> None:
+        if self.log is not None:
+            self.log.add(["i", t_ns, *msg], t_ns, self.counters)
+            self.noted = self.noted or 0x80 <= msg[0] < 0xA0
+
+    def step(self, t_ns: int, ns: int) -> None:
+        if self.log is not None:
+            self.log.add(["s", t_ns, int(ns)], t_ns, self.counters)
+
+    def out(self, t_ns: int, tick: int, msg) -> None:
+        """A message that left the output at song tick `tick`: leadline's notes as they sounded."""
+        if self.log is not None:
+            self.log.add(["o", t_ns, *msg], t_ns, self.counters)
+        status = msg[0]
+        if status & 0x0F != self.out_ch or status >= 0xF0:
+            return
+        kind = status & 0xF0
+        self.noted = True
+        if kind == 0x90 and msg[2]:
+            self._close(msg[1], tick)
+            self.open[msg[1]] = (tick, msg[2])
+        elif kind == 0x80 or kind == 0x90:
+            self._close(msg[1], tick)
+        elif kind == 0xB0 and msg[1] in (120, 123):
+            self.close_all(tick)
+
+    def _close(self, pitch: int, tick: int) -> None:
+        if pitch in self.open:
+            onset, vel = self.open.pop(pitch)
+            self.parts["leadline"].append(Note(onset, max(tick - onset, 1), pitch, vel))
+
+    def close_all(self, tick: int) -> None:
+        for pitch in list(self.open):
+            self._close(pitch, tick)
+
+    # --- writing ----------------------------------------------------------------------------------------
+    def end(self, tick: int, t_ns: int = 0) -> None:
+        """The take ends at `tick`: its .mid and log are written on the writer thread, in that order."""
+        self.close_all(tick)
+        if self.log is None:
+            self.flush()
+            return
+        parts = {k: sorted(v, key=lambda n: (n.onset, n.pitch)) for k, v in self.parts.items()}
+        placed: list = []
+        if any(parts.values()):
+            self.writer.put(lambda: placed.append(self._write(parts, self.bpm)))
+        noted, folder = self.noted, self.folder
+        self.log.close(t_ns, self.counters(), lambda: placed[0].with_suffix(".log") if placed else
+                       (_free_log_name(folder) if noted else None))
+        self.log = None
+        self._clear()
+
+    def _clear(self) -> None:
+        for notes in self.parts.values():
+            notes.clear()
+        self.open.clear()
+
+    def _write(self, parts: dict, bpm: float) -> Path:
+        path = write_new(self.folder, parts, bpm)
+        self.written.append(path)
+        return path
+
     def flush(self) -> Path | None:
+        self.close_all(max((n.end for n in self.parts["leadline"]), default=0))
         if not any(self.parts.values()):
             return None
         path = write_new(self.folder, self.parts, self.bpm)
         self.written.append(path)
-        self.begin(self.bpm)
+        self._clear()
         return path
+
+    def close(self) -> None:
+        """Wait for the writer thread to finish the last take."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -7,7 +7,9 @@ an exception included, sends note-offs for sounding notes and All Notes Off befo
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -45,9 +47,19 @@ class Status:
         lv, s = self.live, self.live.stats
         src = "ext" if lv.external else "int"
         state = "playing" if lv.running else "stopped"
+        echo = f" echo {lv.echo.echoes}" if lv.echo.echoes else ""
         return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} | in {s.notes_in} "
                 f"out {s.notes_out} | step p99 {s.step_p99_ms():.2f} ms ({self.engine_name}) | "
-                f"late {lv.queue.late} dropped {self.inq.dropped}" + self._port_line())
+                f"late {lv.queue.late} dropped {self.inq.dropped}{echo}" + self._port_line())
+
+    def counters(self) -> dict:
+        """The status line's counters, for a take's session log."""
+        lv = self.live
+        out = {"in": lv.stats.notes_in, "out": lv.stats.notes_out, "late": lv.queue.late,
+               "dropped": self.inq.dropped, "echo": lv.echo.echoes, "step_p99_ms": round(lv.stats.step_p99_ms(), 3)}
+        if self.port_stats is not None:
+            out.update({f"jack_{k}": v for k, v in self.port_stats().items()})
+        return out
 
     def _port_line(self) -> str:
         """JACK's side: notes written after their frame, messages lost in a full buffer."""
@@ -122,18 +134,33 @@ def loop(live: Live, io, inq: InputQueue, status: Status, sig: _Signals, duratio
                 live.handle(*item)
 
 
+def make_live(args, cfg: config.Config, engine, inq: InputQueue) -> tuple[Live, int]:
+    """The live loop's state, with its seed (sampling.seed, else a fresh one: a take's log keeps it)."""
+    seed = cfg.sampling.seed if cfg.sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
+    live = Live(cfg, engine, Sampler(cfg.sampling, seed=seed), send=lambda m: None)
+    if cfg.record.dir:
+        header = {"seed": seed, "config": config.as_dict(cfg), "model_card": _card(cfg.engine.model)}
+        live.recorder = Recorder(cfg.record.dir, header, live.out_ch)
+    return live, seed
+
+
+def _card(model: str) -> dict:
+    try:
+        card = json.loads((Path(model) / "card.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: card[k] for k in ("name", "created", "codec_version") if k in card}
+
+
 def run(args) -> int:
     cfg = settings(args)
     sys.setswitchinterval(cfg.engine.switch_interval_ms / 1000.0)
     model = load_model(Path(cfg.engine.model))
     engine = make_engine(cfg.engine, model)
-    sampler = Sampler(cfg.sampling)
     engine.warm_up()
     api, api_name = choose_api(cfg.midi.api)
     inq = InputQueue(cfg.midi.queue_size)
-    live = Live(cfg, engine, sampler, send=lambda m: None)
-    if cfg.record.dir:
-        live.recorder = Recorder(cfg.record.dir)
+    live, _ = make_live(args, cfg, engine, inq)
     status = Status(live, inq, engine.describe())
     with _Signals() as sig, open_io(cfg.midi, api, api_name, inq) as io:
         live.send = io.send
@@ -143,6 +170,10 @@ def run(args) -> int:
             api_name = "jack, notes at their frame"
         io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first
         io.on_input_lost = live.input_lost  # (midi.connect_in) the player's held notes end there
+        if live.recorder:
+            live.recorder.header["timebase"] = (f"jack frames at {io.jm.rate} Hz" if live.drain_out is not None
+                                                else "perf_counter")
+            live.recorder.counters = status.counters
         gc.collect()
         gc.freeze()
         log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
@@ -153,11 +184,13 @@ def run(args) -> int:
             log.error("the live loop failed: all notes were sent off; the error follows")
             raise
         finally:
+            live.end_take()
             live.all_off(everything=True)
             if cfg.clock.send_clock and not live.external:
                 io.send([0xFC])
             if live.recorder:
-                live.recorder.flush()
+                live.settle(wait=True)
+                live.recorder.close()
             if status.tty:
                 sys.stderr.write("\n")
     log.warning("leadline stopped: %s", status.line())
