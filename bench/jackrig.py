@@ -382,10 +382,12 @@ class Daemon:
 
     IN, OUT = "leadline:leadline in", "leadline:leadline out"  # leadline's own JACK client (jacknative)
 
-    def __init__(self, server: JackServer, model: str | Path, *settings: str, log: Path | None = None) -> None:
+    def __init__(self, server: JackServer, model: str | Path, *settings: str, log: Path | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         if "midi.jack_native=false" in settings:  # python-rtmidi's two clients
             self.OUT = "leadline-out:leadline out"
-        args = [sys.executable, "-m", "leadline.daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model)]
+        args = [sys.executable, "-m", "leadline.daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model),
+                *args]
         for s in settings:
             args += ["--set", s]
         self.log_path = log

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api", choices=["auto", "alsa", "jack", "coremidi", "windows"], help="MIDI backend")
     s.add_argument("--mode", choices=["respond", "trade", "duet"], help="jam mode (default: mode)")
     s.add_argument("--record", metavar="DIR", help="write each session as a .mid (and its session log) under DIR")
+    s.add_argument("--learn", action="store_true", help="MIDI learn at start: move a control for temperature, "
+                   "mode, on/off and panic in turn (saved to --config)")
     s.add_argument("--duration", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds; tests and bench
 
     s = sub.add_parser("ports", help="list MIDI input and output ports")

@@ -153,10 +153,13 @@ class ControlConfig:
     mode_cc: Optional[int] = 22
     enable_cc: Optional[int] = 23
     panic_cc: Optional[int] = 24
+    learn_cc: Optional[int] = None  # any value > 0 starts MIDI learn live (see leadline.daemon.learn)
+    learn_timeout_s: float = 10.0  # MIDI learn: a target with no control moved within this is skipped
 
     def check(self) -> None:
         _range("control.channel", self.channel, 0, 16)
-        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc"):
+        _range("control.learn_timeout_s", self.learn_timeout_s, 1.0, 600.0)
+        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc"):
             v = getattr(self, key)
             if v is not None:
                 _range(f"control.{key}", v, 0, 119)

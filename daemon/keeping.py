@@ -1,10 +1,11 @@
-"""Live's bookkeeping beside the music: what left the output (takes, session logs), echoes.
+"""Live's bookkeeping beside the music: what left the output (takes, session logs), echoes, MIDI learn.
 
 `Keeping` is a part of `leadline.daemon.live.Live` (a mixin: it uses Live's clock, recorder and output
 hooks); `Stats` holds the status line's counters.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -28,7 +29,7 @@ class Stats:
 
 
 class Keeping:
-    """Sending through Live (`send`), noting what left, ending takes."""
+    """Sending through Live (`send`), noting what left, ending takes, MIDI learn."""
 
     @property
     def send(self):
@@ -84,3 +85,18 @@ class Keeping:
         if self.take_ending and (wait or not self.out_pending()):
             self.take_ending = False
             self.recorder.end(self.end_tick, self.end_ns)
+
+    def _learning(self, cc: int, value: int) -> bool:
+        """MIDI learn (leadline.daemon.learn): True when the control change was taken by it."""
+        if self.learn is None:
+            from leadline.daemon.learn import Learn
+
+            self.learn = Learn(self.cfg.control.learn_timeout_s, self.now_ns())
+            return True
+        learned = self.learn.feed(cc, value, self.now_ns(), self.cfg.control)
+        if learned is None:
+            return cc == self.cfg.control.learn_cc
+        self.cfg = dataclasses.replace(self.cfg, control=learned)
+        if self.on_learned is not None:
+            self.on_learned(learned)
+        return True

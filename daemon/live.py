@@ -90,6 +90,8 @@ class Live(Keeping):
         self.out_ch = cfg.midi.out_channel - 1
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
         self.recorder = None  # leadline.daemon.recording.Recorder: takes (and their session logs)
+        self.learn = None  # leadline.daemon.learn.Learn while MIDI learn runs
+        self.on_learned = None  # on_learned(key, cc): keep a learned control in the config file
         self.now_ns = time.perf_counter_ns  # the timebase (leadline's own JACK client: its frame time)
         self.send_at = None  # a frame-accurate output: send_at(t_ns, msg) (leadline.daemon.jacknative)
         self.flush_out = None  # ... and its flush: drops timed note-ons not yet written
@@ -231,6 +233,9 @@ class Live(Keeping):
                 self.release_player(channel=ch)
         if c.channel not in (0, ch + 1):
             return
+        if self.learn is not None or (cc == c.learn_cc and value > 0):
+            if self._learning(cc, value):
+                return
         if cc == c.temperature_cc:
             self.sampler.set_temperature(0.2 + 1.8 * value / 127)
         elif cc == c.mode_cc:
@@ -313,6 +318,8 @@ class Live(Keeping):
         if self.running and self.enabled:
             self._generate()
         self.dispatch(self.now_ns())
+        if self.learn is not None and self.learn.poll(now_ns):
+            self.learn = None
         if self.recorder is not None:
             self.settle()
 

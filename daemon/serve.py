@@ -12,10 +12,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
-from leadline.daemon import config
+from leadline.daemon import config, configfile
 from leadline.daemon.engine import load_model, make_engine
+from leadline.daemon.learn import CC_KEYS, Learn
 from leadline.daemon.live import Live
 from leadline.daemon.ports import InputQueue, MidiIO, choose_api
 from leadline.daemon.recording import Recorder
@@ -134,10 +136,37 @@ def loop(live: Live, io, inq: InputQueue, status: Status, sig: _Signals, duratio
                 live.handle(*item)
 
 
+def keep_learned(path: str | None):
+    """on_learned(control) for Live: each learned CC saved to the config file on a thread of its own."""
+    if path is None:
+        log.warning("MIDI learn: no config file (--config FILE): learned controls last until leadline stops")
+        return None
+
+    latest = [None]  # the newest mapping: whichever save runs last writes it
+
+    def save() -> None:
+        with lock:
+            values = {k: getattr(latest[0], k) for k in CC_KEYS}
+            try:
+                configfile.set_values(path, "control", values)
+                log.warning("MIDI learn: saved to %s", path)
+            except (config.ConfigError, OSError) as e:
+                log.error("MIDI learn: not saved (%s)", e)
+
+    def learned(control) -> None:
+        latest[0] = control
+        threading.Thread(target=save, name="leadline-learn").start()
+
+    lock = threading.Lock()
+    return learned
+
+
 def make_live(args, cfg: config.Config, engine, inq: InputQueue) -> tuple[Live, int]:
     """The live loop's state, with its seed (sampling.seed, else a fresh one: a take's log keeps it)."""
     seed = cfg.sampling.seed if cfg.sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
     live = Live(cfg, engine, Sampler(cfg.sampling, seed=seed), send=lambda m: None)
+    if getattr(args, "learn", False) or cfg.control.learn_cc is not None:
+        live.on_learned = keep_learned(args.config)
     if cfg.record.dir:
         header = {"seed": seed, "config": config.as_dict(cfg), "model_card": _card(cfg.engine.model)}
         live.recorder = Recorder(cfg.record.dir, header, live.out_ch)
@@ -174,6 +203,8 @@ def run(args) -> int:
             live.recorder.header["timebase"] = (f"jack frames at {io.jm.rate} Hz" if live.drain_out is not None
                                                 else "perf_counter")
             live.recorder.counters = status.counters
+        if getattr(args, "learn", False):
+            live.learn = Learn(cfg.control.learn_timeout_s, live.now_ns())
         gc.collect()
         gc.freeze()
         log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",

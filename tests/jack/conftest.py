@@ -46,8 +46,9 @@ class Parts:
 
 @pytest.fixture
 def rig(jack, tmp_path):
-    """`rig(bpm, *settings, clock=True)` starts jack_midi_clock (tempo `bpm`, transport stopped) and
-    `leadline serve` (the shipped model, sampling.seed=1) wired to a player and an independent listener.
+    """`rig(bpm, *settings, clock=True, args=())` starts jack_midi_clock (tempo `bpm`, transport stopped) and
+    `leadline serve` (the shipped model, sampling.seed=1, more command-line `args`) wired to a player and an
+    independent listener.
 
     The listener hears the clock, the player and leadline's output: the clock's ticks and the player's
     messages there are the rig's heartbeat (`parts.beat()`). With clock=False leadline runs on its internal
@@ -65,13 +66,14 @@ def rig(jack, tmp_path):
         parts = Parts(lis, keep(Player(jack, f"player{k}")))
         lis.listen_to(parts.player.port)
 
-        def start(bpm=120.0, *settings, clock=True):
+        def start(bpm=120.0, *settings, clock=True, args=()):
             parts.clock = keep(Clock(jack, bpm))
             if not clock:
                 parts.heart = keep(Listener(jack, f"heart{k}"))
                 parts.heart.listen_to(parts.player.port)
             parts.heart.listen_to(Clock.PORT)
-            parts.daemon = keep(Daemon(jack, MODEL, "sampling.seed=1", *settings, log=tmp_path / "daemon.log"))
+            parts.daemon = keep(Daemon(jack, MODEL, "sampling.seed=1", *settings, log=tmp_path / "daemon.log",
+                                       args=args))
             if clock:
                 jack.connect(Clock.PORT, Daemon.IN)
             else:

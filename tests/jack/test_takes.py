@@ -1,6 +1,7 @@
 """Through real JACK ports: leadline's notes end within midi.max_note_beats, its output looped back to its own
-input is not answered, and a recorded take (and its session log) holds exactly what the independent listener
-(jack_midi_dump) heard, notes cut by Stop and by SIGTERM included (issue 17).
+input is not answered, a recorded take (and its session log) holds exactly what the independent listener
+(jack_midi_dump) heard, notes cut by Stop and by SIGTERM included, and MIDI learn maps the player's knobs at
+once and keeps them in the config file (issue 17).
 
 The `rig` fixture is in conftest.py; every check on leadline goes through the rig's heartbeat (Beat).
 """
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import bisect
 import re
+import shutil
 import time
+from pathlib import Path
 
 from leadline.bench.jackrig import PERIOD, RATE, Beat, Daemon, leadline_notes, rig_wait, stuck_notes, wait_for
 from leadline.daemon import midifile, replay, session
 
 SLACK = PERIOD + 10  # frames
+REPO = Path(__file__).resolve().parents[2]
 
 
 def notes_heard(events, channel: int = 0) -> list[tuple[int, int, int]]:
@@ -152,3 +156,31 @@ def test_a_take_holds_what_the_listener_heard_through_stop_and_sigterm(rig, tmp_
     r = replay.replay(log2)
     print(f"replay of the take after Start: {r['same']} of {r['logged']} notes the same, {r['replayed']} replayed")
     assert r["logged"] == len(notes_heard(lis.events[e1:]))
+
+
+def test_midi_learn_maps_a_knob_at_once_and_keeps_it_in_the_config_file(rig, tmp_path):
+    """`serve --learn --config FILE`: the player's CC 40 becomes temperature and CC 41 mode, each written into
+    the file (a copy of the shipped config.yaml: every other line, comments included, unchanged); CC 41 at
+    127 then switches leadline to duet at once, and it plays."""
+    path = tmp_path / "config.yaml"
+    shutil.copyfile(REPO / "config.yaml", path)
+    before = path.read_text().splitlines()
+    parts = rig(120.0, "control.learn_timeout_s=20", args=("--config", str(path), "--learn"))
+    lis, player = parts.lis, parts.player
+    parts.clock.start()
+    rig_wait(lambda: len(lis.ticks()) > 12, 10, "clock ticks")
+    beat = parts.beat()
+    for cc in (40, 41):
+        player.send([0xB1, cc, 0])  # (a knob: a few values as it turns)
+        player.send([0xB1, cc, 1])
+        key = {40: "temperature_cc", 41: "mode_cc"}[cc]
+        beat.wait(lambda: f"  {key}: {cc} " in path.read_text(), 10, f"control.{key}: {cc} in the config file")
+    after = path.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(after) == len(before) and [b.split("#")[0].split() for _, b in changed] == [
+        ["temperature_cc:", "40"], ["mode_cc:", "41"]], changed
+    assert [a.split("#", 1)[1] for a, _ in changed] == [b.split("#", 1)[1] for _, b in changed], "comments kept"
+    assert ons(lis) == 0, "respond: nothing to answer yet"
+    player.send([0xB1, 41, 127])  # the learned mode knob: duet
+    beat.wait(lambda: ons(lis) >= 2, 20, "duet notes after the learned mode control moved")
+    assert parts.daemon.terminate() == 0
