@@ -5,6 +5,7 @@ Notes are in codec grid ticks (24 a beat); files are written at 480 ticks a beat
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 import mido
 
 from leadline.daemon.codec import TICKS_PER_BEAT, Note
+
+log = logging.getLogger(__name__)
 
 FILE_PPQ = 480
 PROGRAMS = {"player": 29, "leadline": 30}  # overdriven / distortion guitar
@@ -137,8 +140,11 @@ class Recorder:
             from leadline.daemon.session import SessionLog, Writer
 
             self.writer = self.writer or Writer()
-            self.log = SessionLog(self.folder, self.writer, {**self.header, "bpm": bpm, "t0": t_ns,
-                                                             "state": state or {}})
+            try:
+                self.log = SessionLog(self.folder, self.writer, {**self.header, "bpm": bpm, "t0": t_ns,
+                                                                 "state": state or {}})
+            except OSError as e:  # the music goes on; the take (its .mid) may still be written
+                log.error("record.dir: no session log for this take (%s)", e)
 
     def add(self, part: str, notes: list[Note]) -> None:
         self.parts[part].extend(notes)

@@ -181,8 +181,20 @@ def _card(model: str) -> dict:
     return {k: card[k] for k in ("name", "created", "codec_version") if k in card}
 
 
+def writable_record_dir(folder: str | None) -> None:
+    """record.dir is made now if need be: a folder leadline cannot write in is said before a port opens."""
+    if folder:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as e:
+            raise config.ConfigError(f"record.dir: {folder!r} (cannot write there: {e.strerror})") from None
+
+
 def run(args) -> int:
     cfg = settings(args)
+    writable_record_dir(cfg.record.dir)
     sys.setswitchinterval(cfg.engine.switch_interval_ms / 1000.0)
     model = load_model(Path(cfg.engine.model))
     engine = make_engine(cfg.engine, model)

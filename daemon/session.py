@@ -63,7 +63,7 @@ class SessionLog:
         self.folder, self.writer = folder, writer
         self.events: list = []
         self.next_chunk = 0
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # (OSError: the recorder goes on without a log)
         fd, self.tmp = tempfile.mkstemp(prefix=".leadline.", suffix=".log", dir=folder)
         os.close(fd)
         line = json.dumps({"format": FORMAT, **header}, separators=(",", ":")) + "\n"

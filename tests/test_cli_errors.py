@@ -147,7 +147,12 @@ def _config(tmp_path, name, content: bytes | None):
     (["--set", "sampling.low=Q9"], ["sampling.low", "Q9"]),
     (["--set", "clock.bpm=["], ["clock.bpm", "["]),  # not a YAML value
     (["--set", "clock"], ["clock", "key=value"]),
-], ids=["out-of-range", "unknown-key", "bad-note", "not-yaml", "no-value"])
+    (["--set", "record.dir=/proc/leadline-takes"], ["record.dir", "/proc/leadline-takes", "cannot write"]),
+    (["--set", "midi.max_note_beats=-1"], ["midi.max_note_beats", "-1"]),
+    (["--set", "midi.echo_ms=-3"], ["midi.echo_ms", "-3"]),
+    (["--set", "control.learn_cc=200"], ["control.learn_cc", "200"]),
+], ids=["out-of-range", "unknown-key", "bad-note", "not-yaml", "no-value", "record-dir", "max-note", "echo",
+        "learn-cc"])
 def test_a_bad_setting_is_named(args, names):
     assert_one_line_error(leadline("serve", *args, trap_ports=True), "serve", *names)
 
