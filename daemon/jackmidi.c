@@ -43,7 +43,7 @@ typedef struct {
     volatile uint64_t cycle64;   /* frame of the current cycle's start, 64-bit */
     volatile uint32_t gen;       /* current flush generation (written by Python, read by the RT thread) */
     volatile uint32_t dropped_in, late_out, dropped_out, dropped_tap;
-    volatile int shutdown;
+    volatile int shutdown, tap; /* tap: messages written go to tap_ring (ll_tap_on) */
     uint32_t last32;
     uint64_t high;
 } ll_t;
@@ -61,6 +61,7 @@ static void out(ll_t *ll, void *outbuf, uint64_t start, uint32_t off, const unsi
         return;
     }
     header_t h = {start + off, 0, size};
+    if (!ll->tap) return;
     if (jack_ringbuffer_write_space(ll->tap_ring) < sizeof h + size) {
         ll->dropped_tap++;
         return;
@@ -214,6 +215,9 @@ static int take(jack_ringbuffer_t *ring, uint64_t *frame, unsigned char *buf, in
 
 /* One input event: its size (copied to buf, *frame set), 0 when none is waiting. */
 int ll_read(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->in_ring, frame, buf, cap); }
+
+/* Whether the output's messages go to the tap (off when nobody drains it: a take is recorded). */
+void ll_tap_on(ll_t *ll, int on) { __atomic_store_n(&ll->tap, on, __ATOMIC_RELEASE); }
 
 /* One message the output wrote, at *frame: its size, 0 when none is waiting. */
 int ll_tap(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->tap_ring, frame, buf, cap); }

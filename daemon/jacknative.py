@@ -93,7 +93,7 @@ def lib() -> ctypes.CDLL:
         sigs = {"ll_open": (P, [S, S, S, ctypes.POINTER(I)]), "ll_close": (None, [P]), "ll_rate": (U32, [P]),
                 "ll_fd": (I, [P]), "ll_alive": (I, [P]), "ll_in_name": (S, [P]), "ll_out_name": (S, [P]),
                 "ll_frame_now": (U64, [P]), "ll_read": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]),
-                "ll_tap": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]), "ll_dropped_tap": (U32, [P]),
+                "ll_tap": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]), "ll_dropped_tap": (U32, [P]), "ll_tap_on": (None, [P, I]),
                 "ll_send": (I, [P, U64, ctypes.c_char_p, I]), "ll_flush": (None, [P]),
                 "ll_connect": (I, [P, S, S]), "ll_port_exists": (I, [P, S]),
                 "ll_ports": (I, [P, S, ctypes.c_ulong, ctypes.c_char_p, I]),
@@ -127,6 +127,7 @@ class JackMidi:
         self._frame = ctypes.c_uint64(0)
         self._tap_buf = ctypes.create_string_buffer(256)
         self._tap_frame = ctypes.c_uint64(0)
+        self._tapping = False
         self._reader: threading.Thread | None = None
         self._stop = False
         self._stats = {"dropped_in": 0, "late_out": 0, "dropped_out": 0}
@@ -152,9 +153,13 @@ class JackMidi:
 
     def drain_sent(self, on_sent: Callable[[int, list[int]], object]) -> None:
         """Hand every message the output wrote since the last call to `on_sent(t_ns, message)`, with the
-        time of the frame it was written at (what actually left: flushed note-ons are not there)."""
+        time of the frame it was written at (what actually left: flushed note-ons are not there). The first
+        call turns the tap on."""
         if not self.h:
             return
+        if not self._tapping:
+            self.L.ll_tap_on(self.h, 1)
+            self._tapping = True
         buf, frame = self._tap_buf, self._tap_frame
         while (n := self.L.ll_tap(self.h, ctypes.byref(frame), buf, len(buf))) > 0:
             on_sent(self.to_ns(frame.value), list(buf.raw[:n]))

@@ -111,6 +111,8 @@ class Live(Keeping):
         self.now_ns, self.send_at, self.flush_out = io.now_ns, io.send_at, io.flush
         self.drain_out = getattr(io, "drain_sent", None)
         self.out_pending = getattr(io, "pending", self.out_pending)
+        if self.drain_out is not None and self.recorder is not None:
+            self.drain_out(self.left)  # (the first drain turns the output's tap on)
         self.lookahead_ns = 0
 
     # --- clocks ---------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ class Live(Keeping):
                 self.release_player(channel=ch)
         if c.channel not in (0, ch + 1):
             return
-        if self.learn is not None or (cc == c.learn_cc and value > 0):
+        if cc < 120 and (self.learn is not None or (cc == c.learn_cc and value > 0)):  # (not channel mode)
             if self._learning(cc, value):
                 return
         if cc == c.temperature_cc:

@@ -35,6 +35,7 @@ def test_learn_cc_maps_each_target_in_turn_at_once(engine, monkeypatch, caplog):
     rig.feed([0xB0, 30, 127])  # learn starts: temperature first
     assert live.learn is not None and "temperature" in caplog.text
     rig.feed([0xB0, 30, 0])  # the learn button's release skips nothing
+    rig.feed([0xB0, 123, 0])  # a DAW's All Notes Off is not a control to learn
     rig.feed([0xB0, 40, 10])  # a knob: temperature
     rig.feed([0xB0, 40, 127])  # still turning: in use as temperature, not taken for mode
     assert live.cfg.control.temperature_cc == 40 and live.cfg.control.mode_cc == 22
