@@ -91,7 +91,7 @@ class Live(Keeping):
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
         self.recorder = None  # leadline.daemon.recording.Recorder: takes (and their session logs)
         self.learn = None  # leadline.daemon.learn.Learn while MIDI learn runs
-        self.on_learned = None  # on_learned(key, cc): keep a learned control in the config file
+        self.on_learned = None  # on_learned(control): keep a learned mapping (ControlConfig) in the config file
         self.now_ns = time.perf_counter_ns  # the timebase (leadline's own JACK client: its frame time)
         self.send_at = None  # a frame-accurate output: send_at(t_ns, msg) (leadline.daemon.jacknative)
         self.flush_out = None  # ... and its flush: drops timed note-ons not yet written
@@ -352,9 +352,10 @@ class Live(Keeping):
             steps = imp.steps
             note = imp.next_note(max_steps=4)
             if imp.steps > steps:
-                self.stats.step_time((time.perf_counter_ns() - t0) // (imp.steps - steps))
-                if self.recorder is not None:
-                    self.recorder.step(t0, (time.perf_counter_ns() - t0) // (imp.steps - steps))
+                per_step = (time.perf_counter_ns() - t0) // (imp.steps - steps)
+                self.stats.step_time(per_step)
+                if self.recorder is not None:  # (logged in the timebase of everything else)
+                    self.recorder.step(self.now_ns(), per_step)
             budget -= 1
             if note is not None:
                 self.schedule(note)

@@ -6,7 +6,7 @@ start), then one short array per event, times in nanoseconds of the daemon's tim
 rate with leadline's own JACK client, else perf_counter):
     ["i", t, b0, b1, ...]   a message that came in (echoes included: the log holds what arrived)
     ["o", t, b0, b1, ...]   a message that left (with leadline's own JACK client: at the frame JACK wrote it)
-    ["s", t, ns]            one model step took ns nanoseconds (generation that began at t)
+    ["s", t, ns]            a model step took ns nanoseconds (the mean over one generation call ending at t)
     ["c", t, {counters}]    counters at a chunk's end: late, dropped, echo, step p99, JACK late/lost
 
 Logging stays off the live path: the engine thread appends to a list (no formatting, no I/O); every

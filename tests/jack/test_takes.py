@@ -112,6 +112,9 @@ def _matches_listener(beat, lis, mid, log, e0: int, e1: int) -> None:
            if abs(origin + t[0] * per_tick - h[0]) > per_tick + SLACK or abs(origin + t[1] * per_tick - h[1]) > per_tick + SLACK]
     beat.check(not off, f"take notes off the heard ones by over a tick: {off[:4]}", exact=False)
     header, events = session.read(log)
+    span = [e[1] for e in events if e[0] in "io"]
+    steps = [e[1] for e in events if e[0] == "s"]
+    assert steps and all(min(span) - 1e9 <= t <= max(span) + 1e9 for t in steps), "steps in the log's timebase"
     rate = int(re.search(r"at (\d+) Hz", header["timebase"]).group(1))
     logged = [(round(e[1] * rate / 1e9), e[3]) for e in events if e[0] == "o" and e[2] == 0x90 and e[4]]
     beat.check([p for _, p in logged] == [p for _, _, p in heard], "the log's note-ons are not the heard ones",
