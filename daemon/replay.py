@@ -65,8 +65,8 @@ class Output:
         self.t = t_ns
 
 
-def rebuild(header: dict, model: str | None) -> tuple[Live, Output]:
-    """The live loop as it was when the take began."""
+def rebuild(header: dict, model: str | None) -> tuple[Live, Output, str]:
+    """The live loop as it was when the take began, its output, and the model directory it uses."""
     cfg = config.from_dict(header["config"])
     path = model or (cfg.engine.model if Path(cfg.engine.model).is_dir() else str(config.bundled_model()))
     cfg = dataclasses.replace(cfg, record=config.RecordConfig(), engine=dataclasses.replace(
@@ -90,7 +90,7 @@ def rebuild(header: dict, model: str | None) -> tuple[Live, Output]:
         live.start(t0)
     if "rng" in state:
         live.sampler.rng.bit_generator.state = state["rng"]
-    return live, out
+    return live, out, path
 
 
 def run_loop(live: Live, out: Output, inputs: list, end_ns: int) -> None:
@@ -137,7 +137,7 @@ def replay(path: str | Path, model: str | None = None) -> dict:
         header, events = session.read(path)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: {e}") from None
-    live, out = rebuild(header, model)
+    live, out, path = rebuild(header, model)
     inputs = [(e[1], e[2:]) for e in events if e[0] == "i"]
     logged_out = [(e[1], e[2:]) for e in events if e[0] == "o"]
     ends = [e[1] for e in events if e[0] == "c"]  # the last counters: the take's end (Stop, exit)
@@ -145,7 +145,7 @@ def replay(path: str | Path, model: str | None = None) -> dict:
     result = compare(note_ons(logged_out, live.out_ch), note_ons(out.wrote, live.out_ch))
     steps = np.array([e[2] for e in events if e[0] == "s"], np.int64)
     counters = [e[2] for e in events if e[0] == "c"]
-    result.update(inputs=len(inputs), steps=len(steps), counters=counters[-1] if counters else {},
+    result.update(model=(path, path == header["config"]["engine"]["model"]), inputs=len(inputs), steps=len(steps), counters=counters[-1] if counters else {},
                   step_ms={k: round(float(np.percentile(steps, q)) / 1e6, 3) for k, q in (("p50", 50), ("p99", 99))}
                   if len(steps) else {}, step_max_ms=round(float(steps.max()) / 1e6, 3) if len(steps) else None)
     return result
@@ -162,6 +162,8 @@ def run(args) -> int:
         a, b = r["first_difference"]
         print(f"  first difference: logged {_note(a)}, replayed {_note(b)}")
     print(f"  logged counters: {r['counters']}")
+    model, same = r["model"]
+    print(f"  model: {model}" + ("" if same else " (not the logged one, which is not here: the notes may differ)"))
     if r["step_ms"]:
         print(f"  model steps: {r['steps']}, p50 {r['step_ms']['p50']} ms, p99 {r['step_ms']['p99']} ms, "
               f"max {r['step_max_ms']} ms")
