@@ -161,7 +161,7 @@ def keep_learned(path: str | None):
     return learned
 
 
-def make_live(args, cfg: config.Config, engine, inq: InputQueue) -> tuple[Live, int]:
+def make_live(args, cfg: config.Config, engine) -> Live:
     """The live loop's state, with its seed (sampling.seed, else a fresh one: a take's log keeps it)."""
     seed = cfg.sampling.seed if cfg.sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
     live = Live(cfg, engine, Sampler(cfg.sampling, seed=seed), send=lambda m: None)
@@ -170,7 +170,17 @@ def make_live(args, cfg: config.Config, engine, inq: InputQueue) -> tuple[Live, 
     if cfg.record.dir:
         header = {"seed": seed, "config": config.as_dict(cfg), "model_card": _card(cfg.engine.model)}
         live.recorder = Recorder(cfg.record.dir, header, live.out_ch)
-    return live, seed
+    return live
+
+
+def _extras(live: Live, io, status: Status, args) -> None:
+    """Once the ports are open: a take's log knows its timebase and the status counters; --learn begins."""
+    if live.recorder:
+        live.recorder.header["timebase"] = (f"jack frames at {io.jm.rate} Hz" if live.drain_out is not None
+                                            else "perf_counter")
+        live.recorder.counters = status.counters
+    if getattr(args, "learn", False):
+        live.learn = Learn(live.cfg.control.learn_timeout_s, live.now_ns())
 
 
 def _card(model: str) -> dict:
@@ -201,7 +211,7 @@ def run(args) -> int:
     engine.warm_up()
     api, api_name = choose_api(cfg.midi.api)
     inq = InputQueue(cfg.midi.queue_size)
-    live, _ = make_live(args, cfg, engine, inq)
+    live = make_live(args, cfg, engine)
     status = Status(live, inq, engine.describe())
     with _Signals() as sig, open_io(cfg.midi, api, api_name, inq) as io:
         live.send = io.send
@@ -211,12 +221,7 @@ def run(args) -> int:
             api_name = "jack, notes at their frame"
         io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first
         io.on_input_lost = live.input_lost  # (midi.connect_in) the player's held notes end there
-        if live.recorder:
-            live.recorder.header["timebase"] = (f"jack frames at {io.jm.rate} Hz" if live.drain_out is not None
-                                                else "perf_counter")
-            live.recorder.counters = status.counters
-        if getattr(args, "learn", False):
-            live.learn = Learn(cfg.control.learn_timeout_s, live.now_ns())
+        _extras(live, io, status, args)
         gc.collect()
         gc.freeze()
         log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
