@@ -195,7 +195,8 @@ class Recorder:
         parts = {k: sorted(v, key=lambda n: (n.onset, n.pitch)) for k, v in self.parts.items()}
         placed: list = []
         if any(parts.values()):
-            self.writer.put(lambda: placed.append(self._write(parts, self.bpm)))
+            bpm = self.bpm  # (the next take may have begun at another tempo when the writer gets to it)
+            self.writer.put(lambda: placed.append(self._write(parts, bpm)))
         noted, folder = self.noted, self.folder
         self.log.close(t_ns, self.counters(), lambda: placed[0].with_suffix(".log") if placed else
                        (_free_log_name(folder) if noted else None))
