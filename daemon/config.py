@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -142,16 +142,52 @@ class TradeConfig:
 
 
 @dataclass(frozen=True)
+class CountInConfig:
+    bars: int = 0  # bars of clicks after Start before leadline plays (0 = none)
+    note: Union[int, str] = "E5"  # GM drums: 76 = hi wood block
+    channel: int = 10
+    velocity: int = 100  # the bar's first click; the others at 3/4 of it
+
+    def check(self) -> None:
+        _range("song.count_in.bars", self.bars, 0, 2)
+        _range("song.count_in.channel", self.channel, 1, 16)
+        _range("song.count_in.velocity", self.velocity, 1, 127)
+        try:
+            note_number(self.note)
+        except ValueError as e:
+            raise ConfigError(f"song.count_in.note: {self.note!r} ({e})") from None
+
+
+@dataclass(frozen=True)
+class SongConfig:
+    meter: str = "4/4"  # bars, turns, phrase starts and strong beats (leadline.daemon.meter)
+    swing: Union[float, Literal["auto", "off"]] = "auto"  # 0.5 straight .. 0.75; auto: the player's
+    count_in: CountInConfig = field(default_factory=CountInConfig)
+
+    def check(self) -> None:
+        from leadline.daemon.meter import parse_meter
+
+        try:
+            parse_meter(self.meter)
+        except ValueError as e:
+            raise ConfigError(f"song.meter: {self.meter!r} ({e})") from None
+        if not isinstance(self.swing, str):
+            _range("song.swing", self.swing, 0.5, 0.75)
+        self.count_in.check()
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     channel: int = 0  # 0 = any channel
     temperature_cc: Optional[int] = 21
     mode_cc: Optional[int] = 22
     enable_cc: Optional[int] = 23
     panic_cc: Optional[int] = 24
+    meter_cc: Optional[int] = 25
 
     def check(self) -> None:
         _range("control.channel", self.channel, 0, 16)
-        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc"):
+        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "meter_cc"):
             v = getattr(self, key)
             if v is not None:
                 _range(f"control.{key}", v, 0, 119)
@@ -228,6 +264,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     respond: RespondConfig = field(default_factory=RespondConfig)
     trade: TradeConfig = field(default_factory=TradeConfig)
+    song: SongConfig = field(default_factory=SongConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -309,13 +346,22 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{key}: {value!r} (expected a mapping)")
         return _build(tp, value, key + ".")
     if origin is Literal:
+        if value is False and "off" in typing.get_args(tp):  # YAML 1.1 reads a bare off as false
+            value = "off"
         if value not in typing.get_args(tp):
             choices = "|".join(map(str, typing.get_args(tp)))
             raise ConfigError(f"{key}: {value!r} (expected one of {choices})")
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(key, args[0], value)
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        for i, arg in enumerate(args):  # the first alternative that takes the value
+            try:
+                return _convert(key, arg, value)
+            except ConfigError:
+                if i == len(args) - 1:
+                    raise ConfigError(f"{key}: {value!r} (expected {' or '.join(map(_type_name, args))})") from None
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: {value!r} (expected a list)")
@@ -327,6 +373,13 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ConfigError(f"{key}: {value!r} (expected {getattr(tp, '__name__', tp)})")
+
+
+def _type_name(tp: Any) -> str:
+    """How an error names a type: 'float', 'one of auto|off'."""
+    if typing.get_origin(tp) is Literal:
+        return "one of " + "|".join(map(str, typing.get_args(tp)))
+    return getattr(tp, "__name__", str(tp))
 
 
 def _build(cls: type, data: dict, prefix: str = "") -> Any:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from leadline.daemon import config
 from leadline.daemon.engine import load_model, make_engine
+from leadline.daemon.headroom import describe, measure_p99_ms
 from leadline.daemon.live import Live
 from leadline.daemon.ports import InputQueue, MidiIO, choose_api
 from leadline.daemon.recording import Recorder
@@ -45,9 +46,10 @@ class Status:
         lv, s = self.live, self.live.stats
         src = "ext" if lv.external else "int"
         state = "playing" if lv.running else "stopped"
-        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} | in {s.notes_in} "
-                f"out {s.notes_out} | step p99 {s.step_p99_ms():.2f} ms ({self.engine_name}) | "
-                f"late {lv.queue.late} dropped {self.inq.dropped}" + self._port_line())
+        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} {lv.meter} swing "
+                f"{lv.swing.describe()} | in {s.notes_in} out {s.notes_out} | step p99 {lv.step_p99_ms():.2f} ms "
+                f"({self.engine_name}), {describe(lv.safe_bpm())} | late {lv.queue.late} dropped {self.inq.dropped}"
+                + self._port_line())
 
     def _port_line(self) -> str:
         """JACK's side: notes written after their frame, messages lost in a full buffer."""
@@ -131,7 +133,10 @@ def run(args) -> int:
     engine.warm_up()
     api, api_name = choose_api(cfg.midi.api)
     inq = InputQueue(cfg.midi.queue_size)
+    p99_ms = measure_p99_ms(engine, Sampler(cfg.sampling, seed=0))  # (before Live primes the state)
     live = Live(cfg, engine, sampler, send=lambda m: None)
+    live.start_p99_ms = p99_ms
+    log.warning("model step p99 %.2f ms (%s): %s", p99_ms, engine.describe(), describe(live.safe_bpm()))
     if cfg.record.dir:
         live.recorder = Recorder(cfg.record.dir)
     status = Status(live, inq, engine.describe())
