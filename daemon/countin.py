@@ -2,12 +2,15 @@
 
 Clicks are notes (`song.count_in.note` on `song.count_in.channel`, the bar's first one louder) scheduled on
 their clock ticks like leadline's own, a beat ahead, so every stop path that cancels and releases leadline's
-notes ends them too (Live.all_off). The conductor keeps leadline silent until the count-in's last tick.
+notes ends them too (Live.all_off). A click is never skipped as late: the first is due on the first tick after
+Start, known only when that tick comes (after Start re-primes the model), and a count-in without its first
+click miscounts the bar. The conductor keeps leadline silent until the count-in's last tick.
 """
 from __future__ import annotations
 
 from leadline.daemon.config import note_number
 from leadline.daemon.meter import Meter
+from leadline.daemon.scheduler import KIND_CLICK, KIND_NOTE_OFF, NOTE_OFF, NOTE_ON, deadline
 
 CLICK = 6  # ticks a click sounds (a 16th)
 
@@ -39,4 +42,6 @@ class CountIn:
         while self.clicks and self.clicks[-1] <= until:
             t = self.clicks.pop()
             vel = self.velocity if t % self.meter.bar == 0 else max(1, self.velocity * 3 // 4)
-            queue.push_note(clock, self.channel, self.note, vel, t, t + CLICK, lookahead_ns)
+            queue.push(deadline(clock, t, lookahead_ns), (NOTE_ON | self.channel, self.note, vel), KIND_CLICK, t)
+            queue.push(deadline(clock, t + CLICK, lookahead_ns), (NOTE_OFF | self.channel, self.note, 0),
+                       KIND_NOTE_OFF, t + CLICK)

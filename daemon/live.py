@@ -23,8 +23,8 @@ from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.player import PlayerNotes
 from leadline.daemon.sampler import estimate_key
 from leadline.daemon.swing import Swing
-from leadline.daemon.scheduler import (KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline,
-                                       sleep_until)
+from leadline.daemon.scheduler import (KIND_CLICK, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
+                                       deadline, sleep_until)
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +385,8 @@ class Live:
                 now_ns = sleep_until(head.deadline_ns)
             item = q.pop()
             msg, at = item.msg, item.deadline_ns
-            if item.kind == KIND_NOTE_ON:
-                if now_ns - at > LATE_NS:
+            if item.kind == KIND_NOTE_ON or item.kind == KIND_CLICK:
+                if now_ns - at > LATE_NS and item.kind == KIND_NOTE_ON:
                     q.late += 1
                     log.debug("late note: tick %d (now tick %d), %.1f ms late", item.tick, self.clock.tick,
                               (now_ns - at) / 1e6)

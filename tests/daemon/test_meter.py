@@ -10,7 +10,7 @@ from leadline.daemon.countin import CountIn
 from leadline.daemon.headroom import TempoGuard, describe, safe_bpm
 from leadline.daemon.meter import parse_meter
 from leadline.daemon.modes import Conductor
-from leadline.daemon.scheduler import KIND_NOTE_ON, Scheduler
+from leadline.daemon.scheduler import KIND_CLICK, Scheduler
 from leadline.daemon.swing import MIN_COUNT, Swing
 
 Q = 24
@@ -138,7 +138,7 @@ def test_count_in_clicks_on_the_meters_beats_first_louder():
     q = Scheduler()
     ci.schedule(q, Fixed(), 100, 0)
     ci.schedule(q, Fixed(), 1000, 0)
-    ons = [(i.tick, i.msg) for i in q.cancel_all() if i.kind == KIND_NOTE_ON]
+    ons = [(i.tick, i.msg) for i in q.cancel_all() if i.kind == KIND_CLICK]
     assert [t for t, _ in ons] == [0, 36, 72, 108, 144, 180, 216, 252]
     assert all(m[0] == 0x99 and m[1] == 76 for _, m in ons)
     assert [m[2] for _, m in ons[:5]] == [100, 75, 75, 75, 100]
