@@ -2,8 +2,8 @@
 
 Leadline generates a beat ahead, one model step (inference + sampling) per token. The densest beats the
 shipped model generates take 18 steps (p99 12, median 8: its Improviser over 1,801 beats of filled, duet-like
-phrases, seeds 1-3), so generation needs STEPS_PER_TICK = 0.75 steps a clock tick at worst; MARGIN = 2 keeps half of each tick for everything else (the player's notes heard, clock,
-sending). Safe while STEPS_PER_TICK * MARGIN * p99 step <= one tick's time; above it answers may start
+phrases, seeds 1-3), so generation needs STEPS_PER_TICK = 0.75 steps a clock tick at worst; MARGIN = 2
+keeps half of each tick for everything else (the player's notes heard, clock, sending). Safe while STEPS_PER_TICK * MARGIN * p99 step <= one tick's time; above it answers may start
 late or thin out. The figure comes at start (from the steps timed there) and in the status line (from the
 live steps once enough have run); `TempoGuard` warns once each time the song crosses above it.
 """
