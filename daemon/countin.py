@@ -8,7 +8,7 @@ click miscounts the bar. The conductor keeps leadline silent until the count-in'
 """
 from __future__ import annotations
 
-from leadline.daemon.config import note_number
+from leadline.daemon.music import note_number
 from leadline.daemon.meter import Meter
 from leadline.daemon.scheduler import KIND_CLICK, KIND_NOTE_OFF, NOTE_OFF, NOTE_ON, deadline
 
