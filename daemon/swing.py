@@ -5,8 +5,9 @@ The swing ratio is where the off-beat falls in a pair of eighths (or 16ths): 0.5
 0.5) or, `auto`, follows the player: each onset (fractional song tick, bar-relative in the meter) that falls
 near an off-beat (0.42..0.80 of its pair) counts, at the 16th level when the player's recent onsets come
 16ths apart, else at the eighth level (compound meters: 16ths, their eighths are the triplets already). The
-estimate is the median of the last KEEP such onsets, straight until MIN_COUNT have come, clamped to
-0.5..0.75. Leadline's notes come from the model on the straight grid (the codec's ticks do not change):
+estimate is the median of the last KEEP such onsets, less the median lag of the player's onsets near the beat
+(within 0.2 of the pair: a player who lies back, or a MIDI path that delays every note, moves both alike),
+straight until MIN_COUNT off-beats have come, clamped to 0.5..0.75. Leadline's notes come from the model on the straight grid (the codec's ticks do not change):
 a note on an off-beat of the pair is moved to the ratio, the model's state keeps the grid.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ KEEP = 24  # the estimate is the median of this many recent off-beat onsets
 SIXTEENTHS = 7.5  # a median gap between recent onsets below this many ticks: the player plays 16ths
 EIGHTHS, SIXTEENTH_PAIRS = TICKS_PER_BEAT, TICKS_PER_BEAT // 2  # ticks in a pair of eighths, of 16ths
 SAME_ONSET = 1.5  # note-ons closer than this (ticks) are one onset (a chord)
+ON_BEAT = 0.2  # an onset this close to the start of its pair (a fraction of it) is on the beat: its lag counts
 
 
 class Swing:
@@ -39,6 +41,7 @@ class Swing:
         self.ratio = LO if self.fixed is None else min(max(self.fixed, LO), HI)
         self.span = SIXTEENTH_PAIRS if meter.compound else EIGHTHS
         self.offbeats = {EIGHTHS: deque(maxlen=KEEP), SIXTEENTH_PAIRS: deque(maxlen=KEEP)}
+        self.onbeats = {EIGHTHS: deque(maxlen=KEEP), SIXTEENTH_PAIRS: deque(maxlen=KEEP)}  # their lag (fraction)
         self.gaps: deque[float] = deque(maxlen=16)
         self.last = None  # the player's last onset (fractional tick)
         self.logged = (self.ratio, self.span)
@@ -59,11 +62,15 @@ class Swing:
         self.last = tick
         span = SIXTEENTH_PAIRS if self.meter.compound or self._sixteenths() else EIGHTHS
         f = (tick % self.meter.bar) % span / span
-        if NEAR[0] <= f <= NEAR[1]:
+        lags = self.onbeats[span]
+        lag = float(np.median(lags)) if len(lags) >= 3 else 0.0
+        if NEAR[0] <= f - lag <= NEAR[1]:
             self.offbeats[span].append(f)
+        elif f < ON_BEAT or f > 1 - ON_BEAT:
+            lags.append(f if f < 0.5 else f - 1)
         self.span = span
         seen = self.offbeats[span]
-        self.ratio = float(min(max(np.median(seen), LO), HI)) if len(seen) >= MIN_COUNT else LO
+        self.ratio = float(min(max(np.median(seen) - lag, LO), HI)) if len(seen) >= MIN_COUNT else LO
         if abs(self.ratio - self.logged[0]) >= 0.02 or (span != self.logged[1] and self.ratio > LO):
             self.logged = (self.ratio, span)
             log.info("swing: %s (from the player's last %d off-beat %s)", self.describe(), len(seen),

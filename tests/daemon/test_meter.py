@@ -152,3 +152,31 @@ def test_safe_tempo_and_one_warning_per_crossing(caplog):
         for bpm in (120, 340, 345, 340, 330, 320, 340, 350):  # over, (stays over), back under, over again
             g.check(bpm, safe_bpm(5.0), 5.0)
     assert g.warnings == 2 and len([r for r in caplog.records if "above the safe tempo" in r.getMessage()]) == 2
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.58, 0.667, 0.72])
+def test_swing_estimate_under_human_timing(ratio):
+    """Eighths with 1 tick (10 ms at 100 BPM) of timing noise, a few ghost notes and a chord now and then: the
+    estimate lands within 0.03 of the ratio played."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(ratio * 1000))
+    s = Swing("auto", parse_meter("4/4"))
+    for b in range(40):
+        for off in (0.0, ratio * Q):
+            t = b * Q + off + rng.normal(0, 1.0)
+            s.hear(t)
+            if rng.random() < 0.1:
+                s.hear(t + 0.4)  # a chord's second note
+        if rng.random() < 0.15:
+            s.hear(b * Q + rng.uniform(0, Q))  # a ghost note anywhere
+    assert s.ratio == pytest.approx(ratio, abs=0.03) and s.span == Q
+
+
+def test_swing_is_measured_from_the_players_own_beat():
+    """Every onset 1.2 ticks late (a player lying back, a slow MIDI path): the ratio is the same."""
+    s = Swing("auto", parse_meter("4/4"))
+    for b in range(12):
+        s.hear(b * Q + 1.2)
+        s.hear(b * Q + 16 + 1.2)
+    assert s.ratio == pytest.approx(2 / 3)

@@ -7,6 +7,8 @@ fails unless that shows the rig stalled.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from leadline.bench.jackrig import PERIOD, RATE, stuck_notes
@@ -137,3 +139,27 @@ def test_stop_in_the_count_in_leaves_no_click_sounding(rig):
     late = [f for f, m in notes if m[0] == 0x90 | CLICK_CH and m[2] and f > stop]
     beat.check(not late, f"clicks after Stop at frames {late} (Stop at {stop})", exact=False)
     assert parts.daemon.terminate() == 0
+
+
+def test_auto_swing_follows_the_players_triplet_eighths(rig):
+    """The player plays swung eighths (on the beat and 16 ticks into it: triplet swing) in its 2-bar turns, its
+    notes a little late as a test client sends them; the estimate (log and status line) is 0.67 +- 0.03 and none
+    of leadline's onsets in its turn after the player's second is a straight off-beat."""
+    parts = rig(BPM, "mode=trade", "trade.bars=2", "song.swing=auto")
+    beat = parts.beat()
+    parts.clock.start()
+    song = Song(parts.lis, BPM)
+    play(song, parts.player, [(turn * 192 + b * 24 + off, turn * 192 + b * 24 + off + 6, 64 + b % 5)
+                              for turn in (0, 2) for b in range(8) for off in (0, 16)])
+    song.at(4 * 192 + 2)
+    pos = [t % 24 for t in placed(song) if t >= 3 * 192]  # leadline's turn after the player's two
+    straight = [p for p in pos if abs(p - 12) < TOL]
+    beat.check(bool(pos) and not straight, f"{len(straight)} of leadline's {len(pos)} onsets on the straight "
+               f"off-beat", exact=False)
+    assert parts.daemon.terminate() == 0
+    log = parts.daemon.log_path.read_text()
+    logged = [float(x) for x in re.findall(r"swing: (0\.\d\d) 8ths", log)]
+    assert logged and abs(logged[-1] - 2 / 3) < 0.03, f"the estimates logged: {logged}"
+    status = [ln for ln in log.splitlines() if "leadline stopped:" in ln][-1]
+    shown = re.search(r"swing (0\.\d\d) 8ths", status)
+    assert shown and abs(float(shown.group(1)) - 2 / 3) < 0.03, status
