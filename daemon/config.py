@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from leadline.daemon.errors import UserError
+from leadline.daemon.meter import parse_meter
 from leadline.daemon.music import SCALES, note_number, parse_key, pitch_class  # noqa: F401 (their home was here)
 
 
@@ -166,8 +167,6 @@ class SongConfig:
     count_in: CountInConfig = field(default_factory=CountInConfig)
 
     def check(self) -> None:
-        from leadline.daemon.meter import parse_meter
-
         try:
             parse_meter(self.meter)
         except ValueError as e:

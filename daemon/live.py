@@ -22,9 +22,9 @@ from leadline.daemon.meter import CC_METERS, Meter, parse_meter
 from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.player import PlayerNotes
 from leadline.daemon.sampler import estimate_key
-from leadline.daemon.swing import Swing
 from leadline.daemon.scheduler import (KIND_CLICK, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
                                        deadline, sleep_until)
+from leadline.daemon.swing import Swing
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,8 @@ class Live:
             self.count_in.schedule(self.queue, self.clock, self.now_tick() + HORIZON, self.lookahead_ns)
         if self.running and self.clock.tick // TICKS_PER_BEAT != self._tempo_checked:
             self._tempo_checked = self.clock.tick // TICKS_PER_BEAT  # (once a beat)
-            self.tempo_guard.check(self.clock.bpm, self.safe_bpm(), self.step_p99_ms())
+            p99 = self.step_p99_ms()
+            self.tempo_guard.check(self.clock.bpm, safe_bpm(p99), p99)
         if self.running and self.enabled:
             self._generate()
         self.dispatch(self.now_ns())
@@ -385,8 +386,8 @@ class Live:
                 now_ns = sleep_until(head.deadline_ns)
             item = q.pop()
             msg, at = item.msg, item.deadline_ns
-            if item.kind == KIND_NOTE_ON or item.kind == KIND_CLICK:
-                if now_ns - at > LATE_NS and item.kind == KIND_NOTE_ON:
+            if item.kind == KIND_NOTE_ON or item.kind == KIND_CLICK:  # (a click is sent however late)
+                if item.kind == KIND_NOTE_ON and now_ns - at > LATE_NS:
                     q.late += 1
                     log.debug("late note: tick %d (now tick %d), %.1f ms late", item.tick, self.clock.tick,
                               (now_ns - at) / 1e6)

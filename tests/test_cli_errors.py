@@ -147,7 +147,9 @@ def _config(tmp_path, name, content: bytes | None):
     (["--set", "sampling.low=Q9"], ["sampling.low", "Q9"]),
     (["--set", "clock.bpm=["], ["clock.bpm", "["]),  # not a YAML value
     (["--set", "clock"], ["clock", "key=value"]),
-], ids=["out-of-range", "unknown-key", "bad-note", "not-yaml", "no-value"])
+    (["--set", "song.meter=4/0"], ["song.meter", "4/0"]),
+    (["--set", "song.meter=x"], ["song.meter", "'x'"]),
+], ids=["out-of-range", "unknown-key", "bad-note", "not-yaml", "no-value", "meter-4/0", "meter-x"])
 def test_a_bad_setting_is_named(args, names):
     assert_one_line_error(leadline("serve", *args, trap_ports=True), "serve", *names)
 
