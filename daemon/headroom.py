@@ -32,9 +32,9 @@ def safe_bpm(step_p99_ms: float) -> float:
     return NS_PER_MINUTE / 1e6 / (codec.TICKS_PER_BEAT * tick_ms)
 
 
-def describe(bpm: float) -> str:
+def describe(bpm: float, words: str = "safe to") -> str:
     """'safe to 212 BPM', or 'safe to 400+ BPM' beyond the clock's range."""
-    return f"safe to {MAX_BPM:.0f}+ BPM" if bpm >= MAX_BPM else f"safe to {bpm:.0f} BPM"
+    return f"{words} {MAX_BPM:.0f}+ BPM" if bpm >= MAX_BPM else f"{words} {bpm:.0f} BPM"
 
 
 def measure_p99_ms(engine, sampler, steps: int = 200) -> float:

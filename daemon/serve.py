@@ -46,9 +46,9 @@ class Status:
         lv, s = self.live, self.live.stats
         src = "ext" if lv.external else "int"
         state = "playing" if lv.running else "stopped"
-        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} {lv.meter} swing "
-                f"{lv.swing.describe()} | in {s.notes_in} out {s.notes_out} | step p99 {lv.step_p99_ms():.2f} ms "
-                f"({self.engine_name}), {describe(lv.safe_bpm())} | late {lv.queue.late} dropped {self.inq.dropped}"
+        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} {lv.meter} {lv.swing.describe()} | "
+                f"in {s.notes_in} out {s.notes_out} | step p99 {lv.step_p99_ms():.2f} ms ({self.engine_name}) "
+                f"{describe(lv.safe_bpm(), 'safe')} | late {lv.queue.late} dropped {self.inq.dropped}"
                 + self._port_line())
 
     def _port_line(self) -> str:

@@ -73,8 +73,8 @@ class Swing:
         self.ratio = float(min(max(np.median(seen) - lag, LO), HI)) if len(seen) >= MIN_COUNT else LO
         if abs(self.ratio - self.logged[0]) >= 0.02 or (span != self.logged[1] and self.ratio > LO):
             self.logged = (self.ratio, span)
-            log.info("swing: %s (from the player's last %d off-beat %s)", self.describe(), len(seen),
-                     self.unit())
+            log.info("swing: %s (from the player's last %d off-beat %s)",
+                     f"{self.ratio:.2f} {self.unit()}" if self.ratio > LO else "straight", len(seen), self.unit())
 
     def _sixteenths(self) -> bool:
         return len(self.gaps) >= 4 and float(np.median(self.gaps)) < SIXTEENTHS
@@ -83,8 +83,8 @@ class Swing:
         return "16ths" if self.span == SIXTEENTH_PAIRS else "8ths"
 
     def describe(self) -> str:
-        """For the status line: 'straight', '0.64 8ths'."""
-        return "straight" if self.ratio <= LO + 1e-9 else f"{self.ratio:.2f} {self.unit()}"
+        """For the status line: 'straight', 'swing 0.64 8ths'."""
+        return "straight" if self.ratio <= LO + 1e-9 else f"swing {self.ratio:.2f} {self.unit()}"
 
     def place(self, tick: int) -> float:
         """When leadline's grid tick `tick` sounds: an off-beat of the pair moves to the ratio."""

@@ -117,7 +117,7 @@ def test_swing_auto_moves_leadlines_off_beats_to_the_players(engine, monkeypatch
                 rig.pass_()
         runs[swing] = [t for t in note_ons(sent) if t >= 2 * 96]
         assert rig.live.queue.late == 0
-    assert rig.live.swing.describe() == "0.60 8ths"
+    assert rig.live.swing.describe() == "swing 0.60 8ths"
     off, auto = runs["off"], runs["auto"]
     straight = [t for t in off if round(t) % Q == 12]
     assert straight, "no off-beat eighth to move in this seed's turns"
