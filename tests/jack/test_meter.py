@@ -98,7 +98,7 @@ def test_swing_moves_leadlines_off_beat_eighths_measured_from_frames(rig):
 def test_count_in_clicks_the_12_8_beats_then_respond_answers_on_a_dotted_quarter(rig):
     """A bar of 12/8 count-in: four clicks on the dotted-quarter beats (0, 36, 72, 108), the first louder, each
     released; the player's phrase in bar 1 is answered from a dotted-quarter beat, for one 12/8 bar."""
-    parts = rig(BPM, "song.meter=12/8", "song.count_in.bars=1", "respond.bars=1")
+    parts = rig(BPM, "song.meter=12/8", "song.count_in.bars=1", "respond.bars=1", "clock.source=external")
     beat = parts.beat()
     parts.clock.start()
     song = Song(parts.lis, BPM)
@@ -124,7 +124,9 @@ def _click_ons(song: Song) -> list[bytes]:
 
 
 def test_stop_in_the_count_in_leaves_no_click_sounding(rig):
-    parts = rig(BPM, "song.count_in.bars=2", "song.count_in.channel=10")
+    """(clock.source external: with auto, leadline's own clock runs from launch, and its count-in with it, until
+    the clock's Start comes; here only the count-in after that Start is listened to.)"""
+    parts = rig(BPM, "song.count_in.bars=2", "song.count_in.channel=10", "clock.source=external")
     beat = parts.beat()
     parts.clock.start()
     song = Song(parts.lis, BPM)
