@@ -7,6 +7,8 @@ otherwise) and returns the rig; tests/daemon/test_jam_modes.py asserts on single
   its turn, or a few ticks into leadline's): leadline turns with no onset past their second beat;
 - respond: the player holds a note whose note-off is lost (All Notes Off comes instead), then plays a phrase:
   phrases answered;
+- trade in 3/4 (song.meter), 1-bar turns: leadline notes in the player's bars, leadline turns without a note in
+  their last beat;
 and late notes (the scheduler's count) everywhere.
 """
 from __future__ import annotations
@@ -43,6 +45,27 @@ def cut_turns(rig: Rig) -> dict[int, list[int]]:
     return {turn: mine for turn, mine in turns.items() if not any(t >= BAR // 2 for t in mine)}
 
 
+BAR34 = 72
+
+
+def trade_3_4(engine, patch, seed: int) -> Rig:
+    """Trade in 3/4 (song.meter), 1-bar turns, the player playing four notes in each of its bars (issue 17)."""
+    rig = Rig(engine, patch, seed, "mode=trade", "trade.bars=1", "song.meter=3/4")
+    events = {}
+    for t in range(0, 8 * BAR34, 2 * BAR34):
+        player_notes(events, [(t + 18 * i, t + 18 * i + 14, 64 + 3 * i) for i in range(4)])
+    rig.feed([START])
+    rig.song(8 * BAR34, events)
+    return rig
+
+
+def trade_3_4_counts(rig: Rig) -> tuple[int, int]:
+    """(onsets in the player's 3/4 bars, leadline's turns with no onset in their last beat)."""
+    wrong = sum(1 for t in rig.onsets if (t // BAR34) % 2 == 0)
+    cut = sum(1 for turn in (1, 3, 5, 7) if not any(turn * BAR34 + 48 <= t < (turn + 1) * BAR34 for t in rig.onsets))
+    return wrong, cut
+
+
 PHRASE_BARS = (1, 4)  # respond_after_lost_note_off: the player's phrases, each ending 46 ticks into its bar
 
 
@@ -75,6 +98,7 @@ def bench_jam(b: Bench) -> dict:
         duets = [duet(engine, patch, s) for s in seeds]
         trades = [trade(engine, patch, s, end) for s in seeds for end in TRADE_ENDS]
         responds = [respond_after_lost_note_off(engine, patch, s) for s in seeds]
+        trades_3_4 = [trade_3_4_counts(trade_3_4(engine, patch, s)) for s in seeds]
     finally:
         patch.undo()
     notes = sorted(n for r in duets for n in per_bar(r.onsets, 8))
@@ -84,4 +108,6 @@ def bench_jam(b: Bench) -> dict:
             "trade": {"turns": 4 * len(trades), "cut_turns": sum(len(cut_turns(r)) for r in trades),
                       "late": sum(r.live.queue.late for r in trades)},
             "respond_after_lost_note_off": {"phrases": 2 * len(responds),
-                                            "answered": sum(answered(r) for r in responds)}}
+                                            "answered": sum(answered(r) for r in responds)},
+            "trade_3_4": {"turns": 4 * len(trades_3_4), "notes_in_player_bars": sum(w for w, _ in trades_3_4),
+                          "turns_silent_in_last_beat": sum(c for _, c in trades_3_4)}}

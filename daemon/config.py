@@ -12,11 +12,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
 from leadline.daemon.errors import UserError
+from leadline.daemon.meter import parse_meter
+from leadline.daemon.music import SCALES, note_number, parse_key, pitch_class  # noqa: F401 (their home was here)
 
 
 class ConfigError(UserError, ValueError):
@@ -147,6 +149,39 @@ class TradeConfig:
 
 
 @dataclass(frozen=True)
+class CountInConfig:
+    bars: int = 0  # bars of clicks after Start before leadline plays (0 = none)
+    note: Union[int, str] = "E5"  # GM drums: 76 = hi wood block
+    channel: int = 10
+    velocity: int = 100  # the bar's first click; the others at 3/4 of it
+
+    def check(self) -> None:
+        _range("song.count_in.bars", self.bars, 0, 2)
+        _range("song.count_in.channel", self.channel, 1, 16)
+        _range("song.count_in.velocity", self.velocity, 1, 127)
+        try:
+            note_number(self.note)
+        except ValueError as e:
+            raise ConfigError(f"song.count_in.note: {self.note!r} ({e})") from None
+
+
+@dataclass(frozen=True)
+class SongConfig:
+    meter: str = "4/4"  # bars, turns, phrase starts and strong beats (leadline.daemon.meter)
+    swing: Union[float, Literal["auto", "off"]] = "auto"  # 0.5 straight .. 0.75; auto: the player's
+    count_in: CountInConfig = field(default_factory=CountInConfig)
+
+    def check(self) -> None:
+        try:
+            parse_meter(self.meter)
+        except ValueError as e:
+            raise ConfigError(f"song.meter: {self.meter!r} ({e})") from None
+        if not isinstance(self.swing, str):
+            _range("song.swing", self.swing, 0.5, 0.75)
+        self.count_in.check()
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     channel: int = 0  # 0 = any channel
     temperature_cc: Optional[int] = 21
@@ -155,11 +190,12 @@ class ControlConfig:
     panic_cc: Optional[int] = 24
     learn_cc: Optional[int] = None  # any value > 0 starts MIDI learn live (see leadline.daemon.learn)
     learn_timeout_s: float = 10.0  # MIDI learn: a target with no control moved within this is skipped
+    meter_cc: Optional[int] = 25
 
     def check(self) -> None:
         _range("control.channel", self.channel, 0, 16)
         _range("control.learn_timeout_s", self.learn_timeout_s, 1.0, 600.0)
-        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc"):
+        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc", "meter_cc"):
             v = getattr(self, key)
             if v is not None:
                 _range(f"control.{key}", v, 0, 119)
@@ -236,6 +272,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     respond: RespondConfig = field(default_factory=RespondConfig)
     trade: TradeConfig = field(default_factory=TradeConfig)
+    song: SongConfig = field(default_factory=SongConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -246,61 +283,6 @@ class Config:
             v = getattr(self, f.name)
             if dataclasses.is_dataclass(v):
                 v.check()
-
-
-# --- music names --------------------------------------------------------------------------------------
-
-_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-SCALES = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "ionian": (0, 2, 4, 5, 7, 9, 11),
-    "minor": (0, 2, 3, 5, 7, 8, 10), "aeolian": (0, 2, 3, 5, 7, 8, 10),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10),
-    "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "pentatonic": (0, 3, 5, 7, 10), "minor pentatonic": (0, 3, 5, 7, 10),
-    "major pentatonic": (0, 2, 4, 7, 9), "blues": (0, 3, 5, 6, 7, 10),
-    "harmonic minor": (0, 2, 3, 5, 7, 8, 11),
-}
-
-
-def pitch_class(name: str) -> int:
-    """'E' -> 4, 'F#' -> 6, 'Bb' -> 10."""
-    if not name or name[0].upper() not in _PC:
-        raise ValueError(f"not a note name: {name!r}")
-    pc = _PC[name[0].upper()]
-    for acc in name[1:]:
-        if acc == "#":
-            pc += 1
-        elif acc == "b":
-            pc -= 1
-        else:
-            raise ValueError(f"not a note name: {name!r}")
-    return pc % 12
-
-
-def note_number(name: str | int) -> int:
-    """'E2' -> 40, 'C4' -> 60 (middle C); an int passes through if it is 0..127."""
-    if isinstance(name, int):
-        if not 0 <= name <= 127:
-            raise ValueError("MIDI note numbers are 0..127")
-        return name
-    s = str(name).strip()
-    i = len(s)
-    while i > 0 and (s[i - 1].isdigit() or s[i - 1] == "-"):
-        i -= 1
-    if i == len(s):
-        raise ValueError("expected a note name with octave, like E2")
-    n = 12 * (int(s[i:]) + 1) + pitch_class(s[:i])
-    if not 0 <= n <= 127:
-        raise ValueError("outside MIDI notes 0..127")
-    return n
-
-
-def parse_key(text: str) -> tuple[int, tuple[int, ...]]:
-    """'E minor' -> (4, minor scale intervals)."""
-    parts = text.strip().split(None, 1)
-    if len(parts) != 2 or parts[1].lower() not in SCALES:
-        raise ValueError(f"expected '<tonic> <scale>' with scale one of {', '.join(sorted(SCALES))}")
-    return pitch_class(parts[0]), SCALES[parts[1].lower()]
 
 
 # --- loading -----------------------------------------------------------------------------------------
@@ -317,13 +299,22 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{key}: {value!r} (expected a mapping)")
         return _build(tp, value, key + ".")
     if origin is Literal:
+        if value is False and "off" in typing.get_args(tp):  # YAML 1.1 reads a bare off as false
+            value = "off"
         if value not in typing.get_args(tp):
             choices = "|".join(map(str, typing.get_args(tp)))
             raise ConfigError(f"{key}: {value!r} (expected one of {choices})")
         return value
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _convert(key, args[0], value)
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        for i, arg in enumerate(args):  # the first alternative that takes the value
+            try:
+                return _convert(key, arg, value)
+            except ConfigError:
+                if i == len(args) - 1:
+                    raise ConfigError(f"{key}: {value!r} (expected {' or '.join(map(_type_name, args))})") from None
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: {value!r} (expected a list)")
@@ -335,6 +326,13 @@ def _convert(key: str, tp: Any, value: Any) -> Any:
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ConfigError(f"{key}: {value!r} (expected {getattr(tp, '__name__', tp)})")
+
+
+def _type_name(tp: Any) -> str:
+    """How an error names a type: 'float', 'one of auto|off'."""
+    if typing.get_origin(tp) is Literal:
+        return "one of " + "|".join(map(str, typing.get_args(tp)))
+    return getattr(tp, "__name__", str(tp))
 
 
 def _build(cls: type, data: dict, prefix: str = "") -> Any:

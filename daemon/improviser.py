@@ -21,19 +21,20 @@ MAX_WAITING = 64  # player notes kept waiting for leadline's half-sampled note (
 _SHIFT1 = codec.OFFSETS["SHIFT"]  # the token of SHIFT 1 (SHIFT n: _SHIFT1 + n - 1)
 
 
-def rest_limit(first: bool, cursor: int, last_onset: int, end: int, fill: bool) -> int:
+def rest_limit(first: bool, cursor: int, last_onset: int, end: int, fill: bool, bar: int = codec.MAX_SHIFT) -> int:
     """SHIFTs of this many ticks or more are not sampled at `cursor` in a phrase ending at `end`: none before
     its first note. In a phrase that is to be filled (`fill`: a duet, a trade turn) also none that would make
     a bar of silence since the last note (duet keeps playing; real lead lines rest that long between onsets
     in 1.4 % of gaps) and none that would end the phrase before its last beat (a trade turn is not cut short
     by a rest). An answer in respond breathes as the model likes: filled 2-bar answers were denser than real
     ones and the realness judge told them apart better (rock AUC 0.83 against 0.71). `leadline eval` samples
-    its respond-like answers with the same function (training/leadeval.py)."""
+    its respond-like answers with the same function (training/leadeval.py). `bar`: the song's bar in ticks
+    (song.meter; a silence is never longer than MAX_SHIFT, a 4/4 bar, whatever the meter)."""
     if first:
         return 1
     if not fill:
         return codec.MAX_SHIFT + 1
-    limit = codec.MAX_SHIFT - (cursor - last_onset)
+    limit = min(bar, codec.MAX_SHIFT) - (cursor - last_onset)
     if end - cursor > TICKS_PER_BEAT:
         limit = min(limit, end - cursor)
     return max(limit, 1)
@@ -60,6 +61,7 @@ class Improviser:
         self.first = False  # at a phrase's start: no rest before its first note
         self.last_onset = 0  # tick of leadline's last note in the phrase
         self.fill = False  # the phrase is to be filled (duet, trade): see rest_limit
+        self.bar = codec.MAX_SHIFT  # the song's bar in ticks (song.meter), for rest_limit
         self._buf = np.empty(codec.VOCAB_SIZE, np.float32)
         self.steps = 0
         self.reprime()
@@ -153,7 +155,8 @@ class Improviser:
         """
         d = self.decoder
         for _ in range(max_steps):
-            logits, limit = self.logits, rest_limit(self.first, d.cursor, self.last_onset, self.phrase_end, self.fill)
+            logits = self.logits
+            limit = rest_limit(self.first, d.cursor, self.last_onset, self.phrase_end, self.fill, self.bar)
             if limit <= codec.MAX_SHIFT:
                 logits = self._buf
                 np.copyto(logits, self.logits)

@@ -25,7 +25,7 @@ TARGETS = (
     ("enable_cc", "on/off: a button or pad sending a CC"),
     ("panic_cc", "panic: a button or pad sending a CC"),
 )
-CC_KEYS = tuple(key for key, _ in TARGETS) + ("learn_cc",)
+CC_KEYS = tuple(key for key, _ in TARGETS) + ("learn_cc", "meter_cc")  # a learned CC is taken off these
 
 
 class Learn:

@@ -15,13 +15,18 @@ import numpy as np
 from leadline.daemon import codec
 from leadline.daemon.clock import ClockEvent, ClockFollower, InternalClock
 from leadline.daemon.codec import Note, TICKS_PER_BEAT
+from leadline.daemon.countin import CountIn
 from leadline.daemon.echo import EchoGuard
+from leadline.daemon.headroom import TempoGuard, safe_bpm
 from leadline.daemon.improviser import Improviser
 from leadline.daemon.keeping import Keeping, Stats
+from leadline.daemon.meter import CC_METERS, Meter, parse_meter
 from leadline.daemon.modes import MODES, Conductor
+from leadline.daemon.player import PlayerNotes
 from leadline.daemon.sampler import estimate_key
-from leadline.daemon.scheduler import (KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler, deadline,
-                                       sleep_until)
+from leadline.daemon.scheduler import (KIND_CLICK, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
+                                       deadline, sleep_until)
+from leadline.daemon.swing import Swing
 
 log = logging.getLogger(__name__)
 
@@ -29,45 +34,6 @@ HORIZON = TICKS_PER_BEAT  # generate this far ahead of the song position
 LATE_NS = 5_000_000  # a note-on more than this late is skipped, not played late
 WAKE_NS = 1_200_000  # a message due within this is waited for (sleep, then spin) and sent
 HANDOFF_NS = 8_000_000  # with a frame-accurate output (`send_at`): queued this far ahead with its time
-MAX_WAITING = 64  # completed player notes kept waiting for an earlier, still held one (bounded memory)
-
-
-class PlayerNotes:
-    """The player's sounding notes; completed notes come out in onset order for the model."""
-
-    def __init__(self) -> None:
-        self.sounding: dict[int, tuple[int, int, int]] = {}  # pitch -> (onset tick, velocity, channel)
-        self.done: list[Note] = []
-        self.pc_hist = np.zeros(12)
-
-    def on(self, pitch: int, tick: int, velocity: int, channel: int = 0) -> None:
-        if pitch in self.sounding:
-            self.off(pitch, tick)
-        self.sounding[pitch] = (tick, velocity, channel)
-        self.pc_hist *= 0.97
-        self.pc_hist[pitch % 12] += 1.0
-
-    def off(self, pitch: int, tick: int) -> None:
-        if pitch in self.sounding:
-            onset, vel, _ = self.sounding.pop(pitch)
-            onset = min(onset, tick)  # held while the song jumped back (Start, Song Position): from here
-            self.done.append(Note(max(onset, 0), max(tick - onset, 1), pitch, vel))
-            if len(self.done) > MAX_WAITING:  # a note held for long: forget the oldest waiting notes
-                del self.done[0]
-
-    def held(self, channel: int | None = None, since: int | None = None) -> list[int]:
-        """Pitches sounding (on `channel`; struck before tick `since`)."""
-        return [p for p, (t, _, ch) in self.sounding.items()
-                if (channel is None or ch == channel) and (since is None or t < since)]
-
-    def ready(self) -> list[Note]:
-        """Completed notes whose onset precedes every sounding note's (so the stream stays in order)."""
-        if not self.done:
-            return []
-        limit = min((t for t, _, _ in self.sounding.values()), default=1 << 62)
-        out = sorted((n for n in self.done if n.onset <= limit), key=lambda n: (n.onset, n.pitch))
-        self.done = [n for n in self.done if n.onset > limit]
-        return out
 
 
 class Live(Keeping):
@@ -80,8 +46,14 @@ class Live(Keeping):
         self.follower = ClockFollower.from_config(cfg.clock)
         self.internal = InternalClock(cfg.clock.bpm)
         self.external = cfg.clock.source == "external"
-        self.conductor = Conductor(cfg.mode, cfg.respond, cfg.trade, horizon=HORIZON)
+        self.meter = parse_meter(cfg.song.meter)
+        self.conductor = Conductor(cfg.mode, cfg.respond, cfg.trade, horizon=HORIZON, meter=self.meter)
         self.improviser = Improviser(engine, sampler, cfg.seed.window)
+        self.improviser.bar = self.meter.bar
+        self.swing = Swing(cfg.song.swing, self.meter)
+        self.count_in = CountIn(cfg.song.count_in, self.meter)
+        self.tempo_guard = TempoGuard()
+        self.start_p99_ms = 0.0  # step p99 timed at start-up (serve), until the live steps say more
         self.queue = Scheduler()
         self.tracker = NoteTracker()
         self.player = PlayerNotes()
@@ -103,6 +75,7 @@ class Live(Keeping):
         self.clock_out = 0  # next internal tick whose MIDI clock message is not yet scheduled
         self.quiet = False  # no note-on sent since the last All Notes Off (the first stop path sends one)
         self._held_checked = -1  # the tick at which held notes were last checked against midi.max_held_beats
+        self._tempo_checked = -1  # the beat at which the tempo was last checked against the safe tempo
 
     def use_frame_output(self, io) -> None:
         """Time and send through a frame-accurate output (leadline's own JACK client): its frame time is
@@ -129,6 +102,7 @@ class Live(Keeping):
     def start(self, now_ns: int) -> None:
         if not self.external:
             self.internal.start(now_ns)
+            self._count_in()
             if self.cfg.clock.send_clock:
                 self.send([0xFA])
         if self.recorder:
@@ -187,6 +161,8 @@ class Live(Keeping):
             self.tracker.note_on(ch, pitch) if velocity else self.tracker.note_off(ch, pitch)
             self.quiet = self.quiet and not velocity
         if velocity:
+            if self.running:
+                self.swing.hear(self.clock.tick_at(t_ns))
             self.stats.notes_in += 1
             self.player.on(pitch, tick, velocity, ch)
             if self.conductor.player_on(tick, len(self.player.sounding)):
@@ -248,6 +224,8 @@ class Live(Keeping):
                 self.interrupt()
         elif cc == c.panic_cc and value > 0:
             self.interrupt(everything=True)
+        elif cc == c.meter_cc:
+            self.set_meter(parse_meter(CC_METERS[value * len(CC_METERS) // 128]))
 
     # --- transport ----------------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -255,6 +233,7 @@ class Live(Keeping):
         self.conductor.reset()
         self.release_player()
         self.improviser.reprime(cursor=0)
+        self._count_in()
         if self.recorder:
             self.settle(wait=True)
             self.recorder.begin(self.clock.bpm, self.take_state(), self.now_ns())
@@ -265,6 +244,21 @@ class Live(Keeping):
         self.all_off()
         self.conductor.reset()
         self.end_take()
+
+    def _count_in(self) -> None:
+        """From the top (Start): the count-in's clicks, and leadline silent until they end."""
+        self.count_in.start()
+        self.conductor.origin = self.count_in.ticks
+
+    def set_meter(self, meter: Meter) -> None:
+        """A new meter (control.meter_cc): bars count from the song's start in it; what plays stops."""
+        if meter != self.meter:
+            log.info("meter: %s", meter)
+            self.all_off()
+            self.meter = self.count_in.meter = meter
+            self.conductor.set_meter(meter)
+            self.swing.set_meter(meter)
+            self.improviser.bar = meter.bar
 
     def set_mode(self, mode: str) -> None:
         if mode != self.conductor.mode:
@@ -284,6 +278,9 @@ class Live(Keeping):
             for msg in tr.all_off_messages(self.out_ch):  # another one only floods the port (a Start/Stop
                 self.send(msg)  # storm sent thousands; JACK drops what a cycle cannot hold, note-offs too)
             self.quiet = True
+        if self.count_in.channel != self.out_ch and any(ch == self.count_in.channel for ch, _ in tr.sounding()):
+            for msg in tr.all_off_messages(self.count_in.channel):  # a click sounding
+                self.send(msg)
         if everything and len(tr):  # notes echoed on other channels (midi.passthrough)
             for ch in sorted({ch for ch, _ in tr.sounding()}):
                 for msg in tr.all_off_messages(ch):
@@ -296,6 +293,7 @@ class Live(Keeping):
         midi.passthrough echoed on other channels: panic, a lost input, exit. (The player still holds
         those on a Stop or when it plays again; its own note-offs end them.)"""
         self.improviser.stop()
+        self.count_in.stop()
         self.phrase = None
         self.queue.cancel_all()
         if self.flush_out is not None:
@@ -317,6 +315,12 @@ class Live(Keeping):
         if self.player.sounding and self.running and self.clock.tick != self._held_checked:
             self._held_checked = self.clock.tick  # (once a tick, not every pass)
             self._expire_held()
+        if self.running and self.count_in.clicks:
+            self.count_in.schedule(self.queue, self.clock, self.now_tick() + HORIZON, self.lookahead_ns)
+        if self.running and self.clock.tick // TICKS_PER_BEAT != self._tempo_checked:
+            self._tempo_checked = self.clock.tick // TICKS_PER_BEAT  # (once a beat)
+            p99 = self.step_p99_ms()
+            self.tempo_guard.check(self.clock.bpm, safe_bpm(p99), p99)
         if self.running and self.enabled:
             self._generate()
         self.dispatch(self.now_ns())
@@ -324,6 +328,13 @@ class Live(Keeping):
             self.learn = None
         if self.recorder is not None:
             self.settle()
+
+    def step_p99_ms(self) -> float:
+        """The model step's p99: the live steps' once 64 have run, else the one timed at start-up."""
+        return self.stats.step_p99_ms() if self.stats.step_i >= 64 else self.start_p99_ms
+
+    def safe_bpm(self) -> float:
+        return safe_bpm(self.step_p99_ms())
 
     def _clock_out(self) -> None:
         """Schedule MIDI clock for the internal clock's next ticks, sent on time like the notes."""
@@ -364,8 +375,9 @@ class Live(Keeping):
         """Put `note` on the output's schedule (no longer than midi.max_note_beats); the take records it
         when it leaves."""
         vel = min(127, max(1, round(note.velocity * self.cfg.sampling.velocity_scale)))
-        end = min(note.end, note.onset + self.max_note) if self.max_note else note.end
-        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, note.onset, end, self.lookahead_ns)
+        onset, end = self.swing.note(note.onset, note.end)  # off-beats where the player puts them
+        end = min(end, onset + self.max_note) if self.max_note else end
+        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, onset, end, self.lookahead_ns)
 
     def deadline(self, tick: int) -> int:
         return deadline(self.clock, tick, self.lookahead_ns)
@@ -386,8 +398,8 @@ class Live(Keeping):
                 now_ns = sleep_until(head.deadline_ns)
             item = q.pop()
             msg, at = item.msg, item.deadline_ns
-            if item.kind == KIND_NOTE_ON:
-                if now_ns - at > LATE_NS:
+            if item.kind == KIND_NOTE_ON or item.kind == KIND_CLICK:  # (a click is sent however late)
+                if item.kind == KIND_NOTE_ON and now_ns - at > LATE_NS:
                     q.late += 1
                     log.debug("late note: tick %d (now tick %d), %.1f ms late", item.tick, self.clock.tick,
                               (now_ns - at) / 1e6)

@@ -19,6 +19,7 @@ from typing import Callable, NamedTuple, Sequence
 NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
 ALL_NOTES_OFF = 123
 KIND_OTHER, KIND_NOTE_ON, KIND_NOTE_OFF = 0, 1, 2
+KIND_CLICK = 3  # a note-on sent however late (a count-in's click: its first is due on the tick after Start)
 SPIN_NS = 1_000_000  # sleep_until spins this long before a deadline (time.sleep overshoots 0.05-0.1 ms)
 
 Message = Sequence[int]

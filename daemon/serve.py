@@ -17,6 +17,7 @@ from pathlib import Path
 
 from leadline.daemon import config, configfile
 from leadline.daemon.engine import load_model, make_engine
+from leadline.daemon.headroom import describe, measure_p99_ms
 from leadline.daemon.learn import CC_KEYS, Learn
 from leadline.daemon.live import Live
 from leadline.daemon.ports import InputQueue, MidiIO, choose_api
@@ -50,9 +51,10 @@ class Status:
         src = "ext" if lv.external else "int"
         state = "playing" if lv.running else "stopped"
         echo = f" echo {lv.echo.echoes}" if lv.echo.echoes else ""
-        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} | in {s.notes_in} "
-                f"out {s.notes_out} | step p99 {s.step_p99_ms():.2f} ms ({self.engine_name}) | "
-                f"late {lv.queue.late} dropped {self.inq.dropped}{echo}" + self._port_line())
+        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} {lv.meter} {lv.swing.describe()} | "
+                f"in {s.notes_in} out {s.notes_out} | step p99 {lv.step_p99_ms():.2f} ms ({self.engine_name}) "
+                f"{describe(lv.safe_bpm(), 'safe')} | late {lv.queue.late} dropped {self.inq.dropped}{echo}"
+                + self._port_line())
 
     def counters(self) -> dict:
         """The status line's counters, for a take's session log."""
@@ -211,7 +213,10 @@ def run(args) -> int:
     engine.warm_up()
     api, api_name = choose_api(cfg.midi.api)
     inq = InputQueue(cfg.midi.queue_size)
+    p99_ms = measure_p99_ms(engine, Sampler(cfg.sampling, seed=0))  # (before Live primes the state)
     live = make_live(args, cfg, engine)
+    live.start_p99_ms = p99_ms
+    log.warning("model step p99 %.2f ms (%s): %s", p99_ms, engine.describe(), describe(live.safe_bpm()))
     status = Status(live, inq, engine.describe())
     with _Signals() as sig, open_io(cfg.midi, api, api_name, inq) as io:
         live.send = io.send

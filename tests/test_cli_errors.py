@@ -151,8 +151,10 @@ def _config(tmp_path, name, content: bytes | None):
     (["--set", "midi.max_note_beats=-1"], ["midi.max_note_beats", "-1"]),
     (["--set", "midi.echo_ms=-3"], ["midi.echo_ms", "-3"]),
     (["--set", "control.learn_cc=200"], ["control.learn_cc", "200"]),
+    (["--set", "song.meter=4/0"], ["song.meter", "4/0"]),
+    (["--set", "song.meter=x"], ["song.meter", "'x'"]),
 ], ids=["out-of-range", "unknown-key", "bad-note", "not-yaml", "no-value", "record-dir", "max-note", "echo",
-        "learn-cc"])
+        "learn-cc", "meter-4/0", "meter-x"])
 def test_a_bad_setting_is_named(args, names):
     assert_one_line_error(leadline("serve", *args, trap_ports=True), "serve", *names)
 

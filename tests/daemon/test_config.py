@@ -46,6 +46,15 @@ def test_config_yaml_documents_every_setting_with_its_default():
     ("midi.out_channel=17", "midi.out_channel: 17"),
     ("train.hidden=big", "train.hidden: 'big'"),
     ("data.split=[0.5, 0.5]", "data.split"),
+    ("song.meter=4/0", "song.meter: '4/0' (the denominator must be one of"),
+    ("song.meter=x", "song.meter: 'x' (expected a time signature"),
+    ("song.meter=0/4", "song.meter: '0/4'"),
+    ("song.meter=4", "song.meter: 4"),
+    ("song.swing=0.9", "song.swing: 0.9 (must be between 0.5 and 0.75)"),
+    ("song.swing=lazy", "song.swing: 'lazy' (expected float or one of auto|off)"),
+    ("song.count_in.bars=3", "song.count_in.bars: 3"),
+    ("song.count_in.note=H5", "song.count_in.note: 'H5'"),
+    ("song.count_in.channel=0", "song.count_in.channel: 0"),
 ])
 def test_bad_values_name_the_dotted_key_and_value(override, message):
     with pytest.raises(ConfigError) as e:

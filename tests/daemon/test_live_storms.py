@@ -301,3 +301,23 @@ def test_a_frame_accurate_output_gets_each_message_with_its_tick_time_and_a_flus
     assert flushes and flushes[-1] == len(handed), "panic did not flush what was handed over"
     offs = rig.sent[sent_before:]
     assert offs and offs[-1] == (0xB0, 123, 0), f"untimed note-offs and All Notes Off expected, got {offs}"
+
+
+@pytest.mark.parametrize("seed", SEEDS[:5])
+def test_storm_with_a_count_in_a_compound_meter_and_swing(engine, monkeypatch, seed):
+    """The storm with clicks (a 2-bar count-in after every Start, channel 10), 6/8 and swung off-beats: every stop
+    path leaves no click or note sounding (issue 17)."""
+    rig = Rig(engine, monkeypatch, seed, "song.count_in.bars=2", "song.meter=6/8", "song.swing=0.6")
+    clicks = []
+
+    def send(m):
+        if m[0] == 0x99 and m[2]:
+            clicks.append(m)
+        rig.record(m)
+
+    rig.live.send = send
+    counts = storm(rig, random.Random(1000 + seed), EVENTS // 2)
+    assert rig.stop_checks > 10, f"too few stop paths exercised: {counts}"
+    assert clicks, "no count-in click in the storm"
+    rig.live.all_off(everything=True)
+    rig.silent("all_off")
