@@ -110,9 +110,11 @@ class SamplingConfig:
     velocity_scale: float = 1.0
     seed: Optional[int] = None
     repeat_penalty: float = 0.5  # logits off the previous onset's pitches, times the run of that pitch set
+    echo_player: float = 0.0  # weight of the session memory of the player's motifs (daemon/memory.py)
 
     def check(self) -> None:
         _range("sampling.temperature", self.temperature, 0.05, 5.0)
+        _range("sampling.echo_player", self.echo_player, 0.0, 1.0)
         _range("sampling.top_p", self.top_p, 0.01, 1.0)
         _range("sampling.repeat_penalty", self.repeat_penalty, 0.0, 20.0)
         _range("sampling.velocity_scale", self.velocity_scale, 0.0, 4.0)
@@ -191,11 +193,12 @@ class ControlConfig:
     learn_cc: Optional[int] = None  # any value > 0 starts MIDI learn live (see leadline.daemon.learn)
     learn_timeout_s: float = 10.0  # MIDI learn: a target with no control moved within this is skipped
     meter_cc: Optional[int] = 25
+    echo_cc: Optional[int] = 26
 
     def check(self) -> None:
         _range("control.channel", self.channel, 0, 16)
         _range("control.learn_timeout_s", self.learn_timeout_s, 1.0, 600.0)
-        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc", "meter_cc"):
+        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc", "meter_cc", "echo_cc"):
             v = getattr(self, key)
             if v is not None:
                 _range(f"control.{key}", v, 0, 119)

@@ -13,6 +13,7 @@ import numpy as np
 
 from leadline.daemon import codec
 from leadline.daemon.codec import Note, TICKS_PER_BEAT
+from leadline.daemon.memory import SessionMemory
 
 MAX_GAP = 2 * 96  # a longer silence is fed as two bars of rest: the model has not seen longer ones
 MAX_WAITING = 64  # player notes kept waiting for leadline's half-sampled note (bounded memory)
@@ -46,10 +47,14 @@ def mask_rests(logits: np.ndarray, limit: int) -> None:
 
 
 class Improviser:
-    """Owns the model state's time cursor and seed window; drives an engine and a sampler."""
+    """Owns the model state's time cursor and seed window; drives an engine and a sampler. The player's notes
+    also go to a session memory, whose continuation of the stream is mixed into the model's distribution with
+    weight `echo` (sampling.echo_player; 0: the model's own, bit for bit)."""
 
-    def __init__(self, engine, sampler, window: int = 64) -> None:
+    def __init__(self, engine, sampler, window: int = 64, echo: float = 0.0) -> None:
         self.engine, self.sampler = engine, sampler
+        self.memory = SessionMemory()
+        self.echo = echo
         self.window: deque[int] = deque(maxlen=window)
         self.cursor = 0
         self.velocity_bin = codec.velocity_bin(80)
@@ -109,6 +114,7 @@ class Improviser:
             d.velocity = codec.bin_velocity(self.velocity_bin)
 
     def _feed(self, notes: list[Note]) -> None:
+        self.memory.hear(notes)
         for n in notes:
             onset = max(n.onset, self.cursor)
             self.rest_until(onset)
@@ -155,13 +161,7 @@ class Improviser:
         """
         d = self.decoder
         for _ in range(max_steps):
-            logits = self.logits
-            limit = rest_limit(self.first, d.cursor, self.last_onset, self.phrase_end, self.fill, self.bar)
-            if limit <= codec.MAX_SHIFT:
-                logits = self._buf
-                np.copyto(logits, self.logits)
-                mask_rests(logits, limit)
-            tok = self.sampler.sample(logits, self.last)
+            tok = self.sampler.sample(self._next_logits(d.cursor), self.last)
             self._advance(tok)
             note = d.feed(tok)
             self.cursor = d.cursor
@@ -178,6 +178,20 @@ class Improviser:
                     note = Note(note.onset, self.phrase_end - note.onset, note.pitch, note.velocity)
                 return note
         return None
+
+    def _next_logits(self, cursor: int) -> np.ndarray:
+        """The model's logits for the next token at `cursor`, the session memory mixed in (`echo`), rests shaped
+        (`rest_limit`); the model's own array when neither applies."""
+        logits = self.logits
+        limit = rest_limit(self.first, cursor, self.last_onset, self.phrase_end, self.fill, self.bar)
+        if self.echo and self.memory.mix(logits, self.window, self.echo, self._buf):
+            logits = self._buf
+        if limit <= codec.MAX_SHIFT:
+            if logits is not self._buf:
+                np.copyto(self._buf, logits)
+                logits = self._buf
+            mask_rests(logits, limit)
+        return logits
 
     def stop(self) -> None:
         self.decoder = None

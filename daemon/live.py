@@ -20,6 +20,7 @@ from leadline.daemon.echo import EchoGuard
 from leadline.daemon.headroom import TempoGuard, safe_bpm
 from leadline.daemon.improviser import Improviser
 from leadline.daemon.keeping import Keeping, Stats
+from leadline.daemon.memory import echo_weight
 from leadline.daemon.meter import CC_METERS, Meter, parse_meter
 from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.player import PlayerNotes
@@ -48,7 +49,7 @@ class Live(Keeping):
         self.external = cfg.clock.source == "external"
         self.meter = parse_meter(cfg.song.meter)
         self.conductor = Conductor(cfg.mode, cfg.respond, cfg.trade, horizon=HORIZON, meter=self.meter)
-        self.improviser = Improviser(engine, sampler, cfg.seed.window)
+        self.improviser = Improviser(engine, sampler, cfg.seed.window, cfg.sampling.echo_player)
         self.improviser.bar = self.meter.bar
         self.swing = Swing(cfg.song.swing, self.meter)
         self.count_in = CountIn(cfg.song.count_in, self.meter)
@@ -226,6 +227,8 @@ class Live(Keeping):
             self.interrupt(everything=True)
         elif cc == c.meter_cc:
             self.set_meter(parse_meter(CC_METERS[value * len(CC_METERS) // 128]))
+        elif cc == c.echo_cc:
+            self.improviser.echo = echo_weight(value)
 
     # --- transport ----------------------------------------------------------------------------------------
     def on_start(self) -> None:

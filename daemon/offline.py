@@ -73,7 +73,7 @@ def run(args) -> int:
     phrase = player_phrase(args.input, cfg.data)
     engine = make_engine(cfg.engine)
     sampler = Sampler(cfg.sampling, seed=args.seed)
-    imp = Improviser(engine, sampler, cfg.seed.window)
+    imp = Improviser(engine, sampler, cfg.seed.window, cfg.sampling.echo_player)
     bars = args.bars or cfg.respond.bars
     notes = answer(imp, phrase, cfg.respond.after_beats, bars, sampler, cfg.sampling.key == "auto")
     scale = cfg.sampling.velocity_scale

@@ -1,0 +1,148 @@
+"""The session memory: the player's own tokens as a small variable-order Markov model, mixed into the model's
+next-token distribution (`sampling.echo_player`) so leadline quotes and develops the player's motifs.
+
+What it counts: the player's notes (only theirs, never leadline's), encoded with the codec as one stream of
+their own (SHIFTs between the player's onsets, a gap capped at two bars as the improviser caps it, VEL when the
+velocity bin changes, NOTE, DUR). For every token it counts the contexts of 1..`ORDER` tokens before it:
+Continuator-style (Pachet 2003), the longest context seen predicts. The memory slides over the player's last
+`SIZE` tokens (about 1,300 notes: rock-o-net lines take 3.1 tokens a note); a token that falls out takes its
+counts with it, so it never holds more than `SIZE` x `ORDER` counts. It is never cleared while leadline runs: a
+Stop and Start is the next take of the same song, whose motifs are the ones to quote; a new run of leadline
+starts empty.
+
+What it predicts: given the last tokens of the stream the model sees (the player's and leadline's own), the
+counts after the longest of those contexts the player has played, if that context is at least `MIN_ORDER`
+tokens long: three tokens are about one note (gap, pitch, duration), so the memory speaks only once the line
+has just played a note as the player played it. Tokens are exact: a motif is quoted at its own pitches.
+
+The mix, in probability space after the model's softmax and before every sampling control (masks, repetition
+penalty, temperature, top-p), only where the memory has a context:
+
+    p = (1 - w) softmax(logits) + w counts / total          w = sampling.echo_player (control.echo_cc)
+
+At w = 1 the model keeps a share of `FLOOR`, so when the masks forbid all of the memory's continuations (a rest
+before a phrase's first note) the model's choice remains. The hot path allocates no arrays: one dict lookup a
+context length (integer keys), numpy in preallocated buffers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from leadline.daemon import codec
+
+ORDER = 12  # longest context, tokens (about four notes)
+MIN_ORDER = 3  # shortest context that speaks: one whole note
+SIZE = 4096  # player tokens remembered
+FLOOR = 1e-9  # the model's share at echo_player 1
+MAX_GAP = 2 * 96  # a longer gap between the player's onsets is counted as two bars (as the improviser feeds it)
+_BITS = codec.VOCAB_SIZE.bit_length()  # one token a digit of a context key; digits are token + 1, never 0
+
+
+def echo_weight(value: int) -> float:
+    """control.echo_cc's value 0..127 -> sampling.echo_player 0..1."""
+    return min(max(value, 0), 127) / 127
+
+
+class SessionMemory:
+    """Counts of the player's tokens after each context of 1..order tokens, over the last `size` tokens."""
+
+    def __init__(self, order: int = ORDER, size: int = SIZE, min_order: int = MIN_ORDER) -> None:
+        if not 1 <= min_order <= order < size:
+            raise ValueError(f"need 1 <= min_order <= order < size, got {min_order}, {order}, {size}")
+        self.order, self.size, self.min_order = order, size, min_order
+        self.table: dict[int, dict[int, int]] = {}  # context key -> {next token: count}
+        self._ring = [0] * size
+        self._start = self._end = 0  # absolute positions of the tokens held: [start, end)
+        self._cursor = -1  # onset tick of the player's last note (-1: none yet)
+        self._vel = -1
+        self._p = np.empty(codec.VOCAB_SIZE)
+
+    def __len__(self) -> int:
+        """Tokens held."""
+        return self._end - self._start
+
+    def counts(self) -> int:
+        """(context, next token) pairs counted: at most len(self) x order."""
+        return sum(len(d) for d in self.table.values())
+
+    def clear(self) -> None:
+        self.table.clear()
+        self._start = self._end = 0
+        self._cursor = self._vel = -1
+
+    # --- learning (the player's notes) -------------------------------------------------------------
+    def hear(self, notes) -> None:
+        """Learn the player's completed notes (codec.Note, in onset order)."""
+        for n in notes:
+            if self._cursor >= 0:
+                self.learn(codec.shift_tokens(min(max(n.onset - self._cursor, 0), MAX_GAP)))
+            self._cursor = n.onset
+            b = codec.velocity_bin(n.velocity)
+            if b != self._vel:
+                self._vel = b
+                self.learn((codec.OFFSETS["VEL"] + b,))
+            self.learn((codec.OFFSETS["NOTE"] + codec.fold_pitch(n.pitch) - codec.PITCH_LO,
+                        codec.OFFSETS["DUR"] + int(codec.DUR_INDEX[min(n.duration, codec.MAX_DURATION)])))
+
+    def learn(self, tokens) -> None:
+        """Append tokens to the player's stream, counting each after its contexts."""
+        ring, size = self._ring, self.size
+        for t in tokens:
+            t = int(t)
+            if self._end - self._start == size:
+                self._forget()
+            e = self._end
+            key = 0
+            for k in range(1, min(self.order, e - self._start) + 1):
+                key |= (ring[(e - k) % size] + 1) << (_BITS * (k - 1))
+                nxt = self.table.setdefault(key, {})
+                nxt[t] = nxt.get(t, 0) + 1
+            ring[e % size] = t
+            self._end = e + 1
+
+    def _forget(self) -> None:
+        """Drop the oldest token: the counts whose context starts with it."""
+        ring, size, s = self._ring, self.size, self._start
+        key = 0
+        for k in range(1, min(self.order, self._end - s - 1) + 1):
+            key = (key << _BITS) | (ring[(s + k - 1) % size] + 1)  # context [s, s + k), oldest digit highest
+            t = ring[(s + k) % size]
+            nxt = self.table[key]
+            if nxt[t] == 1:
+                del nxt[t]
+                if not nxt:
+                    del self.table[key]
+            else:
+                nxt[t] -= 1
+        self._start = s + 1
+
+    # --- predicting ------------------------------------------------------------------------------------
+    def lookup(self, recent) -> dict[int, int] | None:
+        """{next token: count} after the longest context ending `recent` (a sequence, newest last) that the
+        player has played, if it is at least min_order long; else None."""
+        table, found, key = self.table, None, 0
+        for k in range(1, min(self.order, len(recent)) + 1):
+            key |= (int(recent[-k]) + 1) << (_BITS * (k - 1))
+            nxt = table.get(key)
+            if nxt is None:
+                break
+            if k >= self.min_order:
+                found = nxt
+        return found
+
+    def mix(self, logits: np.ndarray, recent, weight: float, out: np.ndarray) -> bool:
+        """Write into `out` the log of (1 - weight) softmax(`logits`) + weight x the memory's continuation of
+        `recent`, and return True; return False (`out` untouched) where the memory has no context."""
+        nxt = self.lookup(recent) if weight > 0.0 else None
+        if nxt is None:
+            return False
+        p = self._p
+        np.subtract(logits, logits.max(), out=p)
+        np.exp(p, out=p)
+        p *= max(1.0 - weight, FLOOR) / p.sum()
+        share = weight / sum(nxt.values())
+        for t, c in nxt.items():
+            p[t] += share * c
+        np.maximum(p, 1e-300, out=p)  # an underflowed token stays possible for the masks to judge: no log(0)
+        np.log(p, out=out)
+        return True
