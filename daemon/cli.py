@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--phrases", type=int, default=100, help="seed phrases to continue for the generation "
                    "measures (default: 100)")
+    s.add_argument("--corpus", help="evaluate only this corpus (a source folder, e.g. rock-o-net); the realness "
+                   "judge trains on its validation cuts")
+    s.add_argument("--lead-only", action="store_true", help="only the lead section (lead statistics, judge, "
+                   "quoting): no bits/event, baselines or overlap areas")
     return p
 
 

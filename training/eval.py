@@ -279,6 +279,32 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def of_corpus(labelled: list, corpus: str | None, which: str) -> list:
+    """The (tokens, corpus) pairs of `corpus` (None: all); UserError when it has none."""
+    if corpus is None:
+        return labelled
+    mine = [x for x in labelled if x[1] == corpus]
+    if not mine:
+        names = ", ".join(leadeval.corpus_order({c for _, c in labelled})) or "none"
+        raise UserError(f"--corpus {corpus!r}: no such corpus in the {which} (it has: {names})")
+    return mine
+
+
+def lead_only(info, labelled: list, val_labelled: list, train: list, sampling: config.SamplingConfig, args) -> int:
+    """`--lead-only`: the lead section alone (no bits/event, baselines or overlap areas; no Markov column)."""
+    r = leadeval.lead_report(info, None, labelled, val_labelled, train_symbols(train), sampling,
+                             getattr(args, "phrases", 100), args.seed)
+    report = {"lead": r, "sampling": asdict(sampling), "model": {"dir": str(args.model)},
+              "data": {"inputs": list(args.data), "split": args.split, "corpus": args.corpus}}
+    print(f"lead only: {args.model} on {' '.join(args.data)} ({args.split}); sampling {asdict(sampling)}")
+    if r["per_corpus"]:
+        print("\n".join(leadeval.format_lead(r)))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
 def run(args) -> int:
     """`leadline eval --model DIR --data CACHE|FOLDERS... [--train-data ...] [--split test] [--json FILE]`."""
     info = engine.load_model(args.model)
@@ -286,14 +312,16 @@ def run(args) -> int:
     if args.split not in cache_mod.SPLITS:
         raise UserError(f"--split {args.split!r}: expected one of {', '.join(cache_mod.SPLITS)}")
     data, kind = load_data(args.data, cfg.data)
-    labelled = leadeval.labelled(data, args.split if kind == "cache" else None)
+    labelled = of_corpus(leadeval.labelled(data, args.split if kind == "cache" else None), args.corpus, "data")
     test = [t for t, _ in labelled]
     train_inputs = args.train_data or default_train_data(info.card)
     tdata, tkind = load_data(train_inputs, cfg.data)
-    train, val_labelled = tdata.sequences("train"), leadeval.labelled(tdata, "val")
+    train, val_labelled = tdata.sequences("train"), of_corpus(leadeval.labelled(tdata, "val"), args.corpus, "train")
     val = [t for t, _ in val_labelled]
     if kind == "midi" and tkind == "midi" and {resolve(p) for p in args.data} & {resolve(p) for p in train_inputs}:
         log.warning("the eval folders are also training sources: part of the eval data is training data")
+    if args.lead_only:
+        return lead_only(info, labelled, val_labelled, train, cfg.sampling, args)
     report = evaluate(info, test, train, val, seed=args.seed, phrases=getattr(args, "phrases", 100),
                       sampling=cfg.sampling, test_corpora=[c for _, c in labelled],
                       val_corpora=[c for _, c in val_labelled], threads=cfg.engine.threads)

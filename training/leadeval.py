@@ -18,11 +18,12 @@ real; the 95th percentile of the longest run copied from the training data.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from leadline.daemon import codec, engine
+from leadline.daemon import codec, engine, memory
 from leadline.daemon.config import SamplingConfig
 from leadline.daemon.improviser import mask_rests, rest_limit
 from leadline.daemon.sampler import Sampler
@@ -48,6 +49,7 @@ class Cut:
     velocity: int  # the velocity the seed ends in
     real: list  # codec.Note of the 2 bars from the cut
     real_next: list  # the 2 bars after those
+    earlier: list = ()  # codec.Note of the seed: what the "player" played (the session memory hears it)
 
 
 # --- cuts -------------------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def make_cut(tokens: np.ndarray, corpus: str, at: float = CUT_AT, notes: list | 
     vel = np.flatnonzero(kind[:end] == codec.K_VEL)
     velocity = codec.bin_velocity(int(codec.TOKEN_VALUE[tokens[vel[-1]]])) if len(vel) else 80
     seed = np.r_[tokens[:end], codec.shift_tokens(start - before[-1].onset)].astype(np.int64)
-    return Cut(corpus, seed, start, velocity, real, real_next)
+    return Cut(corpus, seed, start, velocity, real, real_next, before)
 
 
 def corpus_order(names) -> list[str]:
@@ -134,6 +136,9 @@ def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: 
     """Sample every cut's 2-bar answer from logits `first` (batch, vocab) and `step(tokens) -> logits`."""
     cfg = replace(cfg, low="C1", high="B7", key=None)  # the eval data's own range, no key
     samplers = [Sampler(cfg, seed=seed * 100_003 + i) for i in range(len(cuts))]
+    echo = cfg.echo_player
+    memories = [heard(c.earlier) for c in cuts] if echo else []
+    recent = [deque(c.seed[-memory.ORDER:].tolist(), maxlen=memory.ORDER) for c in cuts]
     decoders = [codec.Decoder(c.start, c.velocity) for c in cuts]
     out: list[list[codec.Note]] = [[] for _ in cuts]
     prev = [int(c.seed[-1]) for c in cuts]
@@ -143,6 +148,8 @@ def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: 
     for _ in range(MAX_STEPS):
         for b in np.flatnonzero(live):
             lg = np.array(rows[b], np.float64)  # rests as the daemon's respond shapes them (first note on the cut)
+            if echo:
+                memories[b].mix(lg, recent[b], echo, lg)
             limit = rest_limit(not out[b], decoders[b].cursor, last[b], cuts[b].start + leadstats.WINDOW, False)
             if limit <= codec.MAX_SHIFT:
                 mask_rests(lg, limit)
@@ -152,10 +159,18 @@ def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: 
                 last[b] = note.onset
             live[b] = decoders[b].cursor < cuts[b].start + leadstats.WINDOW
             prev[b] = tok
+            recent[b].append(tok)
         if not live.any():
             break
         rows = step(toks)
     return out
+
+
+def heard(notes: list[codec.Note]) -> memory.SessionMemory:
+    """A session memory that heard `notes` as the player's (`sampling.echo_player`)."""
+    m = memory.SessionMemory()
+    m.hear(notes)
+    return m
 
 
 def model_answers(info: engine.ModelInfo, cuts: list[Cut], cfg: SamplingConfig, seed: int) -> list:
@@ -260,6 +275,17 @@ def answers(info, markov: Markov | None, cuts: list[Cut], cfg: SamplingConfig, s
     return out | {"real": [c.real for c in cuts], "real_next": [c.real_next for c in cuts]}
 
 
+def echo_shares(windows: dict[str, list], cuts: list[Cut], idx: np.ndarray) -> dict[str, float]:
+    """Per kind of window (model, Markov, real): the mean `leadstats.echo_share` over the cuts `idx` whose window
+    has 4 onsets or more: how much of each answer's pitch 4-grams the song played before the cut."""
+    out = {}
+    for k in ("model", "markov", "real"):
+        if k in windows:
+            v = np.array([leadstats.echo_share(windows[k][i], cuts[i].earlier) for i in idx])
+            out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+    return out
+
+
 def lead_report(info, markov: Markov | None, eval_seqs: list, val_seqs: list, train_syms: list[np.ndarray],
                 cfg: SamplingConfig, phrases: int, seed: int, at=CUTS) -> dict:
     """Lead statistics, judge AUCs and copying per corpus of the eval sequences (see the module docstring).
@@ -288,6 +314,7 @@ def lead_report(info, markov: Markov | None, eval_seqs: list, val_seqs: list, tr
             "cuts": len(idx),
             "stats": {k: leadstats.summary([w_test[k][i] for i in idx]) for k in w_test if k != "real_next"},
             "judge_auc": {k: v[c] for k, v in auc.items()} if len(idx) >= MIN_CUTS else {},
+            "echo_share": echo_shares(w_test, test, idx),
             "copy_longest_p95": float(np.percentile(cp[idx], 95)),
             "copy_longest_p95_real": float(np.percentile(cp[len(test) + idx], 95))}
     return report
@@ -310,6 +337,9 @@ def format_lead(r: dict) -> list[str]:
         if e["judge_auc"]:
             lines.append("    judge AUC (0.5: indistinguishable): " + ", ".join(
                 f"{k.replace('_', ' ')} {v:.2f}" for k, v in e["judge_auc"].items()))
+        if e.get("echo_share"):
+            lines.append("    pitch 4-grams found in the song before the cut (mean share): " + ", ".join(
+                f"{k} {v:.3f}" for k, v in e["echo_share"].items()))
         lines.append(f"    longest copy from the training data, p95: {e['copy_longest_p95']:.0f} notes "
                      f"(real: {e['copy_longest_p95_real']:.0f})")
     return lines

@@ -15,6 +15,8 @@ onset form one onset (a double stop, a power chord); its pitch set is what repea
 sixteenths leave rests of under a beat; the corpora's median onset gap is an eighth, p90 about a beat),
 and one beat of silence is also what `respond` takes as the player having stopped (respond.after_beats).
 
+`echo_share` measures quoting: the share of a window's pitch 4-grams found in the song before it.
+
 `shape_features` adds what the realness judge sees beyond those: how varied the line's pitches, intervals,
 rhythm and dynamics are, and how predictable its contour is.
 """
@@ -31,6 +33,7 @@ STATS = ("repeat_share", "longest_run", "range", "top_interval", "onsets_per_bea
 SHAPE = ("distinct_pitch_share", "pitch_class_entropy", "interval_pair_share", "contour_entropy",
          "ioi_distinct_share", "offbeat_share", "legato", "velocity_std", "direction_changes")
 FEATURES = STATS + SHAPE
+ECHO_N = 4  # pitch n-grams of `echo_share`
 
 
 def window(notes: list[codec.Note], start: int | None = None, length: int = WINDOW) -> list[codec.Note]:
@@ -90,6 +93,20 @@ def lead_stats(notes: list[codec.Note], length: int = WINDOW) -> dict[str, float
             "onsets_per_beat": len(ticks) * codec.TICKS_PER_BEAT / length,
             "chord_share": float(np.mean([len(s) > 1 for s in sets])),
             "notes_per_phrase": len(notes) / phrases(notes)}
+
+
+def echo_share(notes: list[codec.Note], earlier: list[codec.Note], n: int = ECHO_N) -> float:
+    """Share of the window's pitch n-grams (n successive onsets' pitch sets; rhythm ignored) that also occur in
+    `earlier` (the song before the window): how much a line quotes what came before. NaN below n onsets."""
+    mine = _grams(onsets(notes)[1], n)
+    if not mine:
+        return float("nan")
+    seen = set(_grams(onsets(earlier)[1], n))
+    return sum(g in seen for g in mine) / len(mine)
+
+
+def _grams(sets: list[tuple[int, ...]], n: int) -> list[tuple]:
+    return [tuple(sets[i:i + n]) for i in range(len(sets) - n + 1)]
 
 
 def _entropy(labels) -> float:

@@ -104,3 +104,26 @@ def test_eval_on_midi_folders_measures_generation(trained_model, tiny_cache, wjd
     assert main(args[:-1] + ["1"]) == 0
     again = json.loads(out.read_text())
     assert again["oa"] == r["oa"] and again["lead"] == r["lead"]  # seeded
+
+
+def test_lead_only_for_one_corpus_measures_quoting_with_the_session_memory(trained_model, tiny_cache, tmp_path,
+                                                                            capsys):
+    """`--lead-only --corpus`: the lead section alone; with sampling.echo_player 1 the answers quote more of the
+    pitch 4-grams the seed played than with 0 (the same seeds and cuts)."""
+    share = {}
+    for echo in (0.0, 1.0):
+        out = tmp_path / f"lead-{echo}.json"
+        args = ["eval", "--model", str(trained_model), "--data", str(tiny_cache), "--lead-only", "--corpus",
+                "wjd16", "--phrases", "12", "--set", f"sampling.echo_player={echo}", "--json", str(out)]
+        assert main(args) == 0
+        r = json.loads(out.read_text())
+        assert set(r) == {"lead", "sampling", "model", "data"} and r["sampling"]["echo_player"] == echo
+        e = r["lead"]["per_corpus"]["wjd16"]
+        assert set(e["stats"]) == {"model", "real"} and set(e["echo_share"]) == {"model", "real"}
+        share[echo] = e["echo_share"]
+    assert share[0.0]["real"] == share[1.0]["real"]  # the same cuts
+    assert share[1.0]["model"] > share[0.0]["model"] + 0.1, share
+    assert "pitch 4-grams found in the song before the cut" in capsys.readouterr().out
+    bad = ["eval", "--model", str(trained_model), "--data", str(tiny_cache), "--lead-only", "--corpus", "rock"]
+    assert main(bad) == 1
+    assert "--corpus 'rock': no such corpus in the data (it has: wjd16)" in capsys.readouterr().err

@@ -57,6 +57,16 @@ def test_window_and_undefined_statistics():
     assert leadstats.features([]).shape == (len(leadstats.FEATURES),)
 
 
+def test_echo_share_counts_the_pitch_4grams_played_before():
+    earlier = _line([60, 62, 64, 65, 67, (40, 47), 69], step=2 * S16)
+    quote = _line([62, 64, 65, 67, (40, 47), 50, 51], start=400)  # 2 of its 4 4-grams were played, in another rhythm
+    assert leadstats.echo_share(quote, earlier) == 0.5
+    assert leadstats.echo_share(_line([65, 67, (40, 47), 69]), earlier) == 1.0  # a double stop is one item
+    assert leadstats.echo_share(_line([65, 67, 40, 69]), earlier) == 0.0  # not its top note alone
+    assert np.isnan(leadstats.echo_share(_line([60, 62, 64]), earlier))  # fewer than 4 onsets
+    assert leadstats.echo_share(quote, []) == 0.0
+
+
 def test_summary_is_median_and_quartiles():
     windows = [_line([60] * k + [62]) for k in (1, 2, 3, 4, 5)]  # longest runs 1..5
     s = leadstats.summary(windows)["longest_run"]
