@@ -26,6 +26,8 @@ context length (integer keys), numpy in preallocated buffers.
 """
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 from leadline.daemon import codec
@@ -44,14 +46,18 @@ def echo_weight(value: int) -> float:
 
 
 class SessionMemory:
-    """Counts of the player's tokens after each context of 1..order tokens, over the last `size` tokens."""
+    """Counts of the player's tokens after each context of 1..order tokens, over the last `size` tokens.
+
+    Only ints in flat dicts (and an array for the tokens), so the garbage collector never tracks or walks the
+    counts (a dict of dicts of this size made a full collection take 7 ms)."""
 
     def __init__(self, order: int = ORDER, size: int = SIZE, min_order: int = MIN_ORDER) -> None:
         if not 1 <= min_order <= order < size:
             raise ValueError(f"need 1 <= min_order <= order < size, got {min_order}, {order}, {size}")
         self.order, self.size, self.min_order = order, size, min_order
-        self.table: dict[int, dict[int, int]] = {}  # context key -> {next token: count}
-        self._ring = [0] * size
+        self._next: dict[int, int] = {}  # context key -> bit mask of the tokens seen after it
+        self._pair: dict[int, int] = {}  # context key << _BITS | token -> count
+        self._ring = array("H", [0]) * size
         self._start = self._end = 0  # absolute positions of the tokens held: [start, end)
         self._cursor = -1  # onset tick of the player's last note (-1: none yet)
         self._vel = -1
@@ -63,10 +69,11 @@ class SessionMemory:
 
     def counts(self) -> int:
         """(context, next token) pairs counted: at most len(self) x order."""
-        return sum(len(d) for d in self.table.values())
+        return len(self._pair)
 
     def clear(self) -> None:
-        self.table.clear()
+        for d in (self._next, self._pair):
+            d.clear()
         self._start = self._end = 0
         self._cursor = self._vel = -1
 
@@ -86,7 +93,7 @@ class SessionMemory:
 
     def learn(self, tokens) -> None:
         """Append tokens to the player's stream, counting each after its contexts."""
-        ring, size = self._ring, self.size
+        ring, size, nxt, pair = self._ring, self.size, self._next, self._pair
         for t in tokens:
             t = int(t)
             if self._end - self._start == size:
@@ -94,55 +101,75 @@ class SessionMemory:
             e = self._end
             key = 0
             for k in range(1, min(self.order, e - self._start) + 1):
-                key |= (ring[(e - k) % size] + 1) << (_BITS * (k - 1))
-                nxt = self.table.setdefault(key, {})
-                nxt[t] = nxt.get(t, 0) + 1
+                key |= (ring[(e - k) % size] + 1) << (_BITS * (k - 1))  # newest token in the lowest digit
+                pk = (key << _BITS) | t
+                c = pair.get(pk, 0)
+                if not c:
+                    nxt[key] = nxt.get(key, 0) | (1 << t)
+                pair[pk] = c + 1
             ring[e % size] = t
             self._end = e + 1
 
     def _forget(self) -> None:
         """Drop the oldest token: the counts whose context starts with it."""
-        ring, size, s = self._ring, self.size, self._start
+        ring, size, s, nxt, pair = self._ring, self.size, self._start, self._next, self._pair
         key = 0
         for k in range(1, min(self.order, self._end - s - 1) + 1):
-            key = (key << _BITS) | (ring[(s + k - 1) % size] + 1)  # context [s, s + k), oldest digit highest
+            key = (key << _BITS) | (ring[(s + k - 1) % size] + 1)  # context [s, s + k): its oldest digit highest
             t = ring[(s + k) % size]
-            nxt = self.table[key]
-            if nxt[t] == 1:
-                del nxt[t]
-                if not nxt:
-                    del self.table[key]
+            pk = (key << _BITS) | t
+            c = pair[pk] - 1
+            if c:
+                pair[pk] = c
+            elif nxt[key] == 1 << t:  # its last token: the context goes
+                del pair[pk], nxt[key]
             else:
-                nxt[t] -= 1
+                del pair[pk]
+                nxt[key] ^= 1 << t
         self._start = s + 1
 
     # --- predicting ------------------------------------------------------------------------------------
-    def lookup(self, recent) -> dict[int, int] | None:
-        """{next token: count} after the longest context ending `recent` (a sequence, newest last) that the
-        player has played, if it is at least min_order long; else None."""
-        table, found, key = self.table, None, 0
+    def context(self, recent) -> int:
+        """The key of the longest context ending `recent` (a sequence, newest last) that the player has played,
+        if it is at least min_order long; else -1."""
+        nxt, found, key = self._next, -1, 0
         for k in range(1, min(self.order, len(recent)) + 1):
             key |= (int(recent[-k]) + 1) << (_BITS * (k - 1))
-            nxt = table.get(key)
-            if nxt is None:
+            if key not in nxt:
                 break
             if k >= self.min_order:
-                found = nxt
+                found = key
         return found
+
+    def lookup(self, recent) -> dict[int, int] | None:
+        """{next token: count} after `context(recent)`, or None."""
+        key = self.context(recent)
+        if key < 0:
+            return None
+        mask = self._next[key]
+        return {t: self._pair[(key << _BITS) | t] for t in range(mask.bit_length()) if mask >> t & 1}
 
     def mix(self, logits: np.ndarray, recent, weight: float, out: np.ndarray) -> bool:
         """Write into `out` the log of (1 - weight) softmax(`logits`) + weight x the memory's continuation of
         `recent`, and return True; return False (`out` untouched) where the memory has no context."""
-        nxt = self.lookup(recent) if weight > 0.0 else None
-        if nxt is None:
+        key = self.context(recent) if weight > 0.0 else -1
+        if key < 0:
             return False
         p = self._p
         np.subtract(logits, logits.max(), out=p)
         np.exp(p, out=p)
         p *= max(1.0 - weight, FLOOR) / p.sum()
-        share = weight / sum(nxt.values())
-        for t, c in nxt.items():
-            p[t] += share * c
+        pair, base, total, mask = self._pair, key << _BITS, 0, self._next[key]
+        while mask:  # the tokens seen after the context: lowest bit first
+            low = mask & -mask
+            total += pair[base | (low.bit_length() - 1)]
+            mask ^= low
+        share, mask = weight / total, self._next[key]
+        while mask:
+            low = mask & -mask
+            t = low.bit_length() - 1
+            p[t] += share * pair[base | t]
+            mask ^= low
         np.maximum(p, 1e-300, out=p)  # an underflowed token stays possible for the masks to judge: no log(0)
         np.log(p, out=out)
         return True

@@ -3,6 +3,7 @@ model's distribution (weight 0: the model's own, bit for bit; weight 1: the memo
 sets the weight, and with the shipped model, answers that quote the player's phrase more as the weight grows."""
 from __future__ import annotations
 
+import gc
 from collections import deque
 from pathlib import Path
 
@@ -71,13 +72,15 @@ def test_size_is_bounded_and_forgetting_leaves_the_counts_of_the_tokens_held():
     assert len(m) == 300 and m.counts() <= 300 * 5
     fresh = SessionMemory(order=5, size=10_000)
     fresh.hear(notes)
-    stream = fresh._ring[:len(fresh)]
+    stream = list(fresh._ring[:len(fresh)])
     again = SessionMemory(order=5, size=300)
     again.learn(stream[-300:])
-    assert m.table == again.table  # the sliding memory counts exactly what a fresh one of its last tokens does
+    for counts in ("_next", "_pair"):  # the sliding memory counts exactly what a fresh one of its last
+        assert getattr(m, counts) == getattr(again, counts)  # tokens does
     big = SessionMemory()
     big.hear(_line(rng, 2000))
     assert len(big) == big.size and big.counts() <= big.size * big.order
+    assert not gc.is_tracked(big._pair) and not gc.is_tracked(big._next)  # nothing for a collection to walk
 
 
 def test_weight_0_leaves_the_model_distribution_untouched():
