@@ -277,3 +277,4 @@ def _write(path: Path, report: dict, merge: bool) -> None:
 from leadline.bench import jack  # noqa: E402,F401  registers the "jack" section
 from leadline.bench import jam  # noqa: E402,F401  registers the "jam" section
 from leadline.bench import offline  # noqa: E402,F401  registers "ingest" and "train"
+from leadline.bench import echo  # noqa: E402,F401  registers the "echo" section

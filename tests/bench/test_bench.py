@@ -80,3 +80,16 @@ def test_bench_jam_counts_the_jam_targets(tiny_model, tmp_path):
     jam = json.loads(out.read_text())["sections"]["jam"]
     assert jam["seeds"] == 3 and jam["duet"]["bars"] == 24 and jam["trade"]["turns"] == 48, jam
     assert jam["respond_after_lost_note_off"]["phrases"] == 6 and "silent_bars" in jam["duet"], jam
+
+
+def test_bench_echo_times_steps_with_the_session_memorys_mix_off_and_on(tiny_model, tmp_path):
+    """The "echo" section (bench/echo.py): a generation step at each weight, where the memory spoke, the mix
+    alone."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(tiny_model.path), "--json", str(out), "--quick", "--only", "echo"]) == 0
+    echo = json.loads(out.read_text())["sections"]["echo"]
+    for w in ("0.0", "0.3", "1.0"):
+        assert {"p50_ms", "p99_ms", "n", "mixed_share"} <= set(echo[f"step_echo_{w}"]), echo
+        assert echo[f"step_echo_{w}"]["n"] == 200
+    assert echo["step_echo_0.0"]["mixed_share"] == 0.0 and 0.0 <= echo["step_echo_1.0"]["mixed_share"] <= 1.0, echo
+    assert echo["mix_alone"]["p50_ms"] > 0 and echo["memory"]["tokens"] == 4096
