@@ -4,7 +4,8 @@
 validation sequences as `leadline eval` does (40, 60, 80 %), samples each setting's 2-bar answers from the same
 seeds, and reports per corpus (rock first, then all) the lead statistics' medians against the real
 continuations' and the judge's ROC AUC, cross-validated over 5 folds of sequences (a sequence's cuts stay in
-one fold), so nothing of the test split is looked at. The first setting is the baseline (`--try ""`: the
+one fold), so nothing of the test split is looked at, and how much the answers quote the song before the cut
+(`leadstats.echo_share`, for sampling.echo_player). The first setting is the baseline (`--try ""`: the
 config's own). Writes the table, and with --json the numbers.
 """
 from __future__ import annotations
@@ -52,7 +53,8 @@ def sweep(info, cuts: list, group: np.ndarray, tries: list[list[str]], base: con
             row["per_corpus"][name] = {
                 "cuts": len(idx), "judge_auc": cv_auc(gen[m], real[m], group[m]),
                 "model": leadstats.summary([windows[i] for i in idx]),
-                "real": leadstats.summary([cuts[i].real for i in idx])}
+                "real": leadstats.summary([cuts[i].real for i in idx]),
+                "echo_share": leadeval.echo_shares({"model": windows, "real": [c.real for c in cuts]}, cuts, idx)}
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -70,7 +72,8 @@ def format_row(row: dict) -> str:
     for name, e in row["per_corpus"].items():
         cells = " ".join(f"{k.split('_')[0]} {e['model'][k]['median']:.2f}/{e['real'][k]['median']:.2f}"
                          for k in short)
-        out.append(f"  {name:16} AUC {e['judge_auc']:.3f} ({e['cuts']} cuts)  model/real: {cells}")
+        out.append(f"  {name:16} AUC {e['judge_auc']:.3f} ({e['cuts']} cuts)  model/real: {cells}"
+                   f" quoted {e['echo_share']['model']:.3f}/{e['echo_share']['real']:.3f}")
     return "\n".join(out)
 
 
