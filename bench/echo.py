@@ -5,8 +5,9 @@ sampler, one engine step (CPU, 1 thread) and the decoder, as the live loop runs 
 a real lead line (a rock-o-net song's, from ../shared/data) and is full (`memory.SIZE` tokens); the same steps
 are timed with the mix off (0) and on (0.3, 1.0), each improviser from the same state and seed, one step of each
 in turn (a busy machine slows them alike). `mixed_share` is the share of steps where the memory had a context
-(the only steps where the mix costs more than a few dict lookups); `mix_alone` times the mix by itself on a
-context it knows.
+(the only steps where the mix costs more than a few dict lookups); `cpu` is the same steps in the thread's CPU
+time (onnxruntime runs one thread, the caller's), which a busy machine's other processes do not inflate;
+`mix_alone` times the mix by itself on a context it knows.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def _improviser(model, player: list[Note], echo: float) -> Improviser:
 def _interleaved(model, player: list[Note], n: int) -> dict:
     """A step at each weight in turn, n times, so that every weight meets the same load on the machine."""
     imps = {w: _improviser(model, player, w) for w in WEIGHTS}
-    ns = {w: np.empty(n, np.int64) for w in WEIGHTS}
+    ns = {w: np.zeros((2, n + 20), np.int64) for w in WEIGHTS}  # wall time, the thread's CPU time
     found = dict.fromkeys(WEIGHTS, 0)
     enabled = gc.isenabled()
     gc.disable()
@@ -58,14 +59,14 @@ def _interleaved(model, player: list[Note], n: int) -> dict:
         for i in range(n + 20):
             for w, imp in imps.items():
                 found[w] += w > 0 and imp.memory.context(imp.window) >= 0  # (untimed) the memory will speak
-                t0 = time.perf_counter_ns()
+                t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
                 imp.next_note(max_steps=1)
-                if i >= 20:  # after a warm-up
-                    ns[w][i - 20] = time.perf_counter_ns() - t0
+                ns[w][:, i] = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
     finally:
         if enabled:
             gc.enable()
-    return {f"step_echo_{w}": stats(ns[w]) | {"mixed_share": found[w] / (n + 20)} for w in WEIGHTS}
+    return {f"step_echo_{w}": stats(ns[w][0, 20:]) | {"cpu": stats(ns[w][1, 20:]), "mixed_share": found[w] / (n + 20)}
+            for w in WEIGHTS}  # (the first 20 steps warm up)
 
 
 def _mix_alone(player: list[Note], n: int) -> dict:
