@@ -7,7 +7,8 @@ are timed with the mix off (0) and on (0.3, 1.0), each improviser from the same 
 in turn (a busy machine slows them alike). `mixed_share` is the share of steps where the memory had a context
 (the only steps where the mix costs more than a few dict lookups); `cpu` is the same steps in the thread's CPU
 time (onnxruntime runs one thread, the caller's), which a busy machine's other processes do not inflate;
-`mix_alone` times the mix by itself on a context it knows.
+`mix_alone` times the mix by itself on a context it knows, `hear_one_note` the memory learning one more note of
+the player's (on the engine thread when the note ends).
 """
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ def _mix_alone(player: list[Note], n: int) -> dict:
     return time_calls(lambda i: m.mix(logits, recent, 0.3, out), n)
 
 
+def _hear(player: list[Note], n: int) -> dict:
+    """Hearing one more note of the player's, the memory full (counts forgotten as new ones come)."""
+    m = memory.SessionMemory()
+    m.hear(player)
+    end = player[-1].onset
+    more = [Note(end + 12 * (i + 1), p.duration, p.pitch, p.velocity) for i, p in enumerate(player * 3)]
+    return time_calls(lambda i: m.hear((more[i],)), n)
+
+
 @section("echo")
 def bench_echo(b: Bench) -> dict:
     """A generation step with the session memory's mix off and on (CPU, 1 thread), and the mix alone."""
@@ -87,5 +97,6 @@ def bench_echo(b: Bench) -> dict:
     player = _player()
     out = _interleaved(b.model, player, b.steps)
     out["mix_alone"] = _mix_alone(player, b.steps)
+    out["hear_one_note"] = _hear(player, b.steps)
     out["memory"] = {"tokens": memory.SIZE, "order": memory.ORDER, "min_order": memory.MIN_ORDER}
     return out
