@@ -208,3 +208,37 @@ def test_the_cc_sets_the_weight_live_and_the_memory_hears_the_players_notes(engi
     off = Rig(engine, monkeypatch, 1, "control.echo_cc=null", "sampling.echo_player=0.2")
     off.feed([0xB0 | PLAYER_CH, 26, 127])
     assert off.live.improviser.echo == 0.2
+
+
+def _duet(engine, monkeypatch, echo: float, seed: int) -> list[int]:
+    """Live in duet (the in-process rig), the player playing one motif in bars 2, 4 and 6: leadline's pitches."""
+    from leadline.bench.liverig import BAR, START, Rig, per_bar, player_notes
+
+    rig = Rig(engine, monkeypatch, seed, "mode=duet", f"sampling.echo_player={echo}")
+    events = {}
+    for bar in (1, 3, 5):
+        player_notes(events, [(bar * BAR + 12 * i, bar * BAR + 12 * i + 10, p) for i, p in enumerate(MOTIF3)])
+    rig.feed([START])
+    rig.song(8 * BAR, events)
+    assert all(per_bar(rig.onsets, 8)), f"duet fell silent at echo {echo}: {per_bar(rig.onsets, 8)}"
+    assert rig.live.queue.late == 0
+    rig.live.all_off()
+    assert not rig.sounding()
+    return [m[1] for m in rig.sent if m[0] == 0x90 | rig.live.out_ch and m[2]]
+
+
+MOTIF3 = (64, 67, 69, 71)
+
+
+def test_duet_at_full_echo_plays_on_in_every_bar_and_plays_the_players_motif_back(engine, monkeypatch):
+    """The mix does not break the jam (a note in every bar while the player plays bars 2, 4 and 6, nothing late,
+    nothing left sounding), and over 4 seeds at echo 1 more of leadline's pitch 3-grams are the player's motif's
+    than at 0."""
+    motif = {MOTIF3[i:i + 3] for i in range(len(MOTIF3) - 2)}
+
+    def quoted(played):
+        return sum(tuple(played[i:i + 3]) in motif for i in range(len(played) - 2))
+
+    off = sum(quoted(_duet(engine, monkeypatch, 0.0, seed)) for seed in range(1, 5))
+    on = sum(quoted(_duet(engine, monkeypatch, 1.0, seed)) for seed in range(1, 5))
+    assert on > off + 6, (off, on)
