@@ -2,9 +2,11 @@
 next-token distribution (`sampling.echo_player`) so leadline quotes and develops the player's motifs.
 
 What it counts: the player's notes (only theirs, never leadline's), encoded with the codec as one stream of
-their own (SHIFTs between the player's onsets, a gap capped at two bars as the improviser caps it, VEL when the
-velocity bin changes, NOTE, DUR). For every token it counts the contexts of 1..`ORDER` tokens before it:
-Continuator-style (Pachet 2003), the longest context seen predicts. The memory slides over the player's last
+their own (SHIFTs between the player's onsets, a gap capped at two bars as the improviser caps it, NOTE, DUR;
+no VEL: velocity stays leadline's). For every token it counts the contexts of 1..`ORDER` tokens before it:
+Continuator-style (Pachet 2003), the longest context seen predicts. A context is compared by pitch exactly and
+by rhythm in classes about 20 % wide (`TIME_CLASSES`), and the VELs of the line it ends are skipped, so a
+player's human timing and dynamics do not hide a motif; what it predicts is the player's exact token. The memory slides over the player's last
 `SIZE` tokens (about 1,300 notes: rock-o-net lines take 3.1 tokens a note); a token that falls out takes its
 counts with it, so it never holds more than `SIZE` x `ORDER` counts. It is never cleared while leadline runs: a
 Stop and Start is the next take of the same song, whose motifs are the ones to quote; a new run of leadline
@@ -37,7 +39,25 @@ MIN_ORDER = 3  # shortest context that speaks: one whole note
 SIZE = 4096  # player tokens remembered
 FLOOR = 1e-9  # the model's share at echo_player 1
 MAX_GAP = 2 * 96  # a longer gap between the player's onsets is counted as two bars (as the improviser feeds it)
-_BITS = codec.VOCAB_SIZE.bit_length()  # one token a digit of a context key; digits are token + 1, never 0
+TIME_CLASSES = (2, 4, 7, 10, 14, 20, 28, 40, 56, 80, 112)  # upper ends (ticks) of the classes of SHIFTs and DURs
+
+
+def _digits() -> tuple[int, ...]:
+    """Each token's digit in a context key: a NOTE its pitch, a SHIFT or DUR its time class (a tick or two of a
+    human's timing apart is the same rhythm), BOS its own; a VEL 0: not part of any context (a player's
+    velocities change from note to note, the model's rarely)."""
+    out = []
+    for tok in range(codec.VOCAB_SIZE):
+        kind, value = codec.describe(tok)
+        ticks = value if kind == "SHIFT" else codec.DURATIONS[value] if kind == "DUR" else 0
+        cls = sum(ticks > e for e in TIME_CLASSES)
+        out.append({"BOS": 1, "SHIFT": 2 + cls, "DUR": 14 + cls, "VEL": 0}.get(kind, 26 + value - codec.PITCH_LO))
+    return tuple(out)
+
+
+_DIGIT = _digits()
+_BITS = max(_DIGIT).bit_length()  # bits of one context digit (digits are never 0: a key's length is its own)
+_TOK = codec.VOCAB_SIZE.bit_length()  # bits of a token in a (context, token) key
 
 
 def echo_weight(value: int) -> float:
@@ -56,11 +76,10 @@ class SessionMemory:
             raise ValueError(f"need 1 <= min_order <= order < size, got {min_order}, {order}, {size}")
         self.order, self.size, self.min_order = order, size, min_order
         self._next: dict[int, int] = {}  # context key -> bit mask of the tokens seen after it
-        self._pair: dict[int, int] = {}  # context key << _BITS | token -> count
+        self._pair: dict[int, int] = {}  # context key << _TOK | token -> count
         self._ring = array("H", [0]) * size
         self._start = self._end = 0  # absolute positions of the tokens held: [start, end)
         self._cursor = -1  # onset tick of the player's last note (-1: none yet)
-        self._vel = -1
         self._p = np.empty(codec.VOCAB_SIZE)
 
     def __len__(self) -> int:
@@ -75,7 +94,7 @@ class SessionMemory:
         for d in (self._next, self._pair):
             d.clear()
         self._start = self._end = 0
-        self._cursor = self._vel = -1
+        self._cursor = -1
 
     # --- learning (the player's notes) -------------------------------------------------------------
     def hear(self, notes) -> None:
@@ -84,25 +103,23 @@ class SessionMemory:
             if self._cursor >= 0:
                 self.learn(codec.shift_tokens(min(max(n.onset - self._cursor, 0), MAX_GAP)))
             self._cursor = n.onset
-            b = codec.velocity_bin(n.velocity)
-            if b != self._vel:
-                self._vel = b
-                self.learn((codec.OFFSETS["VEL"] + b,))
             self.learn((codec.OFFSETS["NOTE"] + codec.fold_pitch(n.pitch) - codec.PITCH_LO,
                         codec.OFFSETS["DUR"] + int(codec.DUR_INDEX[min(n.duration, codec.MAX_DURATION)])))
 
     def learn(self, tokens) -> None:
-        """Append tokens to the player's stream, counting each after its contexts."""
+        """Append tokens to the player's stream (VELs left out), counting each after its contexts."""
         ring, size, nxt, pair = self._ring, self.size, self._next, self._pair
         for t in tokens:
             t = int(t)
+            if not _DIGIT[t]:
+                continue
             if self._end - self._start == size:
                 self._forget()
             e = self._end
             key = 0
             for k in range(1, min(self.order, e - self._start) + 1):
-                key |= (ring[(e - k) % size] + 1) << (_BITS * (k - 1))  # newest token in the lowest digit
-                pk = (key << _BITS) | t
+                key |= _DIGIT[ring[(e - k) % size]] << (_BITS * (k - 1))  # newest token in the lowest digit
+                pk = (key << _TOK) | t
                 c = pair.get(pk, 0)
                 if not c:
                     nxt[key] = nxt.get(key, 0) | (1 << t)
@@ -115,9 +132,9 @@ class SessionMemory:
         ring, size, s, nxt, pair = self._ring, self.size, self._start, self._next, self._pair
         key = 0
         for k in range(1, min(self.order, self._end - s - 1) + 1):
-            key = (key << _BITS) | (ring[(s + k - 1) % size] + 1)  # context [s, s + k): its oldest digit highest
+            key = (key << _BITS) | _DIGIT[ring[(s + k - 1) % size]]  # context [s, s + k): oldest digit highest
             t = ring[(s + k) % size]
-            pk = (key << _BITS) | t
+            pk = (key << _TOK) | t
             c = pair[pk] - 1
             if c:
                 pair[pk] = c
@@ -130,15 +147,21 @@ class SessionMemory:
 
     # --- predicting ------------------------------------------------------------------------------------
     def context(self, recent) -> int:
-        """The key of the longest context ending `recent` (a sequence, newest last) that the player has played,
-        if it is at least min_order long; else -1."""
-        nxt, found, key = self._next, -1, 0
-        for k in range(1, min(self.order, len(recent)) + 1):
-            key |= (int(recent[-k]) + 1) << (_BITS * (k - 1))
+        """The key of the longest context ending `recent` (a sequence, newest last; VELs skipped) that the player
+        has played, if it is at least min_order long; else -1."""
+        nxt, found, key, k = self._next, -1, 0, 0
+        for tok in reversed(recent):
+            d = _DIGIT[tok]
+            if not d:
+                continue
+            key |= d << (_BITS * k)
+            k += 1
             if key not in nxt:
                 break
             if k >= self.min_order:
                 found = key
+            if k == self.order:
+                break
         return found
 
     def lookup(self, recent) -> dict[int, int] | None:
@@ -147,7 +170,7 @@ class SessionMemory:
         if key < 0:
             return None
         mask = self._next[key]
-        return {t: self._pair[(key << _BITS) | t] for t in range(mask.bit_length()) if mask >> t & 1}
+        return {t: self._pair[(key << _TOK) | t] for t in range(mask.bit_length()) if mask >> t & 1}
 
     def mix(self, logits: np.ndarray, recent, weight: float, out: np.ndarray) -> bool:
         """Write into `out` the log of (1 - weight) softmax(`logits`) + weight x the memory's continuation of
@@ -159,7 +182,7 @@ class SessionMemory:
         np.subtract(logits, logits.max(), out=p)
         np.exp(p, out=p)
         p *= max(1.0 - weight, FLOOR) / p.sum()
-        pair, base, total, mask = self._pair, key << _BITS, 0, self._next[key]
+        pair, base, total, mask = self._pair, key << _TOK, 0, self._next[key]
         while mask:  # the tokens seen after the context: lowest bit first
             low = mask & -mask
             total += pair[base | (low.bit_length() - 1)]

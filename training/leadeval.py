@@ -138,7 +138,7 @@ def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: 
     samplers = [Sampler(cfg, seed=seed * 100_003 + i) for i in range(len(cuts))]
     echo = cfg.echo_player
     memories = [heard(c.earlier) for c in cuts] if echo else []
-    recent = [deque(c.seed[-memory.ORDER:].tolist(), maxlen=memory.ORDER) for c in cuts]
+    recent = [deque(c.seed[-2 * memory.ORDER:].tolist(), maxlen=2 * memory.ORDER) for c in cuts]  # VELs skipped
     decoders = [codec.Decoder(c.start, c.velocity) for c in cuts]
     out: list[list[codec.Note]] = [[] for _ in cuts]
     prev = [int(c.seed[-1]) for c in cuts]
