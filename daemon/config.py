@@ -109,8 +109,8 @@ class SamplingConfig:
     high: str = "E6"
     velocity_scale: float = 1.0
     seed: Optional[int] = None
-    repeat_penalty: float = 0.5  # logits off the previous onset's pitches, times the run of that pitch set
-    echo_player: float = 0.0  # weight of the session memory of the player's motifs (daemon/memory.py)
+    repeat_penalty: float = 0.3  # logits off the previous onset's pitches, times the run of that pitch set
+    echo_player: float = 0.6  # weight of the session memory of the player's motifs (daemon/memory.py)
 
     def check(self) -> None:
         _range("sampling.temperature", self.temperature, 0.05, 5.0)
