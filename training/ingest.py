@@ -214,14 +214,29 @@ def process(job: tuple[SourceFile, object]) -> FileResult:
         return FileResult(REPETITIVE, f"distinct-pitch ratio {ratio:.3f} < {cfg.unique_factor}", tracks)
     start = data.bar_start(int(line.onset[0]))
     # duplicates are found on the line as played, so a snapped training copy still matches its test twin
-    digest = hashlib.sha1(_encode(line, pitch, start).tobytes()).hexdigest()
+    played = _encode(line, pitch, start)
+    digest = hashlib.sha1(played.tobytes()).hexdigest()
     if src.split == 0 and cfg.snap_below > 0 and grid_share(line.onset - start) < cfg.snap_below:
         line = dataclasses.replace(line, onset=on_grid(line.onset - start, cfg.snap_below) + start)
+        played = _encode(line, pitch, start)
     shifts = [0] + (sorted(set(cfg.transpose) - {0}) if src.split == 0 else [])
     # a shift that would take a note out of the codec's range is skipped (folding would change the line)
     shifts = [k for k in shifts if codec.PITCH_LO <= pitch.min() + k and pitch.max() + k <= codec.PITCH_HI]
-    sequences = [(k, _encode(line, pitch + k, start)) for k in shifts]
+    sequences = [(k, transposed(played, k)) for k in shifts]
     return FileResult(tracks=tracks, digest=digest, sequences=sequences)
+
+
+_NOTE = codec.kind_mask("NOTE")
+
+
+def transposed(tokens: np.ndarray, k: int) -> np.ndarray:
+    """`tokens` moved by `k` semitones (every pitch and the shifted one in range): only NOTE tokens change, as
+    encode sorts a chord's notes by pitch, which a shift keeps: a training line is encoded once, not 5 times."""
+    if not k:
+        return tokens
+    out = tokens.copy()
+    out[_NOTE[tokens]] += np.uint16(k % 2**16)  # a negative shift wraps round to the same uint16 sum
+    return out
 
 
 def grid_share(ticks: np.ndarray) -> float:
@@ -260,8 +275,27 @@ def folded(pitch: np.ndarray) -> np.ndarray:
 
 
 def _encode(line: midifile.Track, pitch: np.ndarray, start: int) -> np.ndarray:
-    notes = [codec.Note(*map(int, n)) for n in zip(line.onset, line.duration, pitch, line.velocity)]
-    return np.array(codec.encode(notes, start=start), np.uint16)
+    """`codec.encode` of the line (BOS first), on arrays: the same tokens, 10x sooner on a long line."""
+    onset, dur, vel = (np.asarray(a, np.int64) for a in (line.onset, line.duration, line.velocity))
+    order = np.lexsort((dur, pitch, onset))  # stable, as encode's sort by (onset, pitch, duration)
+    onset, dur, pitch, vel = onset[order], dur[order], np.asarray(pitch, np.int64)[order], vel[order]
+    gap = np.diff(onset, prepend=start)
+    if len(onset) and (gap.min() < 0 or dur.min() < 1 or vel.min() < 1 or vel.max() > 127 or onset[0] < 0):
+        notes = [codec.Note(*map(int, n)) for n in zip(onset, dur, pitch, vel)]  # raises what encode raises
+        return np.array(codec.encode(notes, start=start), np.uint16)
+    full, rest = np.divmod(gap, codec.MAX_SHIFT)
+    vbin = vel // codec.VEL_STEP
+    new_vel = np.r_[True, vbin[1:] != vbin[:-1]] if len(vbin) else vbin.astype(bool)
+    count = full + (rest > 0) + new_vel + 2  # SHIFTs, a VEL when the bin changes, NOTE, DUR
+    pos = 1 + np.cumsum(count) - count  # where each note's tokens start
+    out = np.full(1 + int(count.sum()), codec.OFFSETS["SHIFT"] + codec.MAX_SHIFT - 1, np.int64)
+    out[0] = codec.BOS
+    has_rest = rest > 0
+    out[(pos + full)[has_rest]] = codec.OFFSETS["SHIFT"] + rest[has_rest] - 1
+    out[(pos + full + has_rest)[new_vel]] = codec.OFFSETS["VEL"] + vbin[new_vel]
+    out[pos + count - 2] = codec.OFFSETS["NOTE"] + pitch - codec.PITCH_LO
+    out[pos + count - 1] = codec.OFFSETS["DUR"] + codec.DUR_INDEX[np.minimum(dur, codec.MAX_DURATION)]
+    return out.astype(np.uint16)
 
 
 def unique_ratio(pitches: np.ndarray, window: int = 32) -> float:

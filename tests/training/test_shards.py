@@ -1,6 +1,7 @@
 """Ingestion at scale: the streamed cache files, the sorted folder walk, and sharded ingestion + merge == one build."""
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -87,3 +88,27 @@ def test_a_shard_records_each_file_as_processed(corpus, tmp_path):  # noqa: F811
 def test_shard_values_must_be_k_of_n(value):
     with pytest.raises(shards.ShardError, match=f"--shard {value}"):
         shards.parse(value)
+
+
+def test_the_array_encoder_and_transposition_give_codec_encode_tokens():
+    """Random lines (unsorted onsets, chords, long gaps, repeated velocities): ingest's `_encode` and
+    `transposed` give exactly what `codec.encode` gives note by note."""
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        n = int(rng.integers(0, 40))
+        line = Line(rng.integers(0, 600, n), rng.integers(1, 300, n), None, rng.choice([1, 7, 8, 64, 127], n))
+        pitch, start = rng.integers(30, 100, n), 0
+        for k in (0, -2, 3):
+            notes = [codec.Note(*map(int, x)) for x in zip(line.onset, line.duration, pitch + k, line.velocity)]
+            expected = np.array(codec.encode(notes, start=start), np.uint16)
+            assert np.array_equal(ingest.transposed(ingest._encode(line, pitch, start), k), expected), (trial, k)
+    with pytest.raises(codec.CodecError, match="before the cursor"):
+        ingest._encode(Line(np.array([3]), np.array([5]), None, np.array([80])), np.array([60]), 4)
+
+
+@dataclass
+class Line:
+    onset: np.ndarray
+    duration: np.ndarray
+    pitch: object
+    velocity: np.ndarray
