@@ -179,19 +179,19 @@ def ingest_sizes(corpus: Path, counts: list[int], jobs: int) -> dict:
 
 # --- training events/s ----------------------------------------------------------------------------------
 
-def train_rate(data: str, procs: int, steps: int, sets: list[str]) -> dict:
-    """Events/s of `leadline train` on `procs` processes (torchrun, gloo) over `steps` steps (the run's
-    metrics line: global events over rank 0's time in training steps)."""
+def train_rate(data: str, procs: int, threads: int, steps: int, sets: list[str]) -> dict:
+    """Events/s of `leadline train` on `procs` processes (torchrun, gloo) of `threads` threads over `steps`
+    steps (the run's metrics line: global events over rank 0's time in training steps)."""
     with tempfile.TemporaryDirectory(prefix="leadline-scale-train-") as tmp:
         args = ["-m", "leadline.daemon.cli", "train", "--data", data, "--out", f"{tmp}/run"]
         for kv in ["train.device=cpu", f"train.max_steps={steps}", *sets]:
             args += ["--set", kv]
         if procs > 1:
             args = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), *args]
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // procs)))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True, text=True)
         row = json.loads(Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()[-1])
-    return {"processes": procs, "threads_per_process": int(env["OMP_NUM_THREADS"]), "steps": steps,
+    return {"processes": procs, "threads_per_process": threads, "steps": steps,
             "events_per_s": round(row["events_per_s"], 1)}
 
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--corpus", required=True, type=Path)
     i.add_argument("--variants", type=int, nargs="+", default=[4, 37])
     i.add_argument("--jobs", type=int, default=os.cpu_count())
-    t = sub.add_parser("train", help="training events/s on 1 and 2 processes")
+    t = sub.add_parser("train", help="training events/s on 1 process (every core, one core) and on 2")
     t.add_argument("--data", required=True)
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--set", dest="sets", action="append", default=[])
@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "ingest":
         result = ingest_sizes(args.corpus, args.variants, args.jobs)
     else:
-        result = {"rows": [train_rate(args.data, n, args.steps, args.sets) for n in (1, 2)], "settings": args.sets}
+        cores = os.cpu_count() or 1
+        runs = [(1, cores), (1, 1), (2, max(1, cores // 2))]  # one process on every core, on one, two on half each
+        result = {"rows": [train_rate(args.data, n, t, args.steps, args.sets) for n, t in runs], "settings": args.sets}
     print(json.dumps(result, indent=1))
     print(f"wrote {save(args.what, result)}")
     return 0
