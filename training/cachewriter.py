@@ -37,7 +37,7 @@ class CacheWriter:
         self.songs: dict[str, int] = {}
         self.skipped: Counter = Counter()
         self.n_tokens = self.n_rows = self.used = self.duplicates = 0
-        self.split_files, self.split_songs = [0, 0, 0], [set(), set(), set()]
+        self.split_files, self.split_songs = [0, 0, 0], [0, 0, 0]
         self.split_seqs, self.split_events, self.split_plain = [0, 0, 0], [0, 0, 0], [0, 0, 0]
 
     def add(self, name: str, group: str, split: int, r) -> None:
@@ -51,7 +51,9 @@ class CacheWriter:
             entry.update(status="duplicate", of=self.names[self.first[digest]])
         else:
             self.first[digest] = len(self.names)
-            song = self.songs.setdefault(group, len(self.songs))
+            if (song := self.songs.get(group)) is None:  # a group's split is a hash of its key: one split a song
+                song = self.songs[group] = len(self.songs)
+                self.split_songs[split] += 1
             entry.update(status="used", split=SPLITS[split], song=song)
             self._used(split, song, r.sequences)
         self.names.append(name)
@@ -62,7 +64,6 @@ class CacheWriter:
     def _used(self, split: int, song: int, sequences: list[tuple[int, np.ndarray]]) -> None:
         self.used += 1
         self.split_files[split] += 1
-        self.split_songs[split].add(song)
         for shift, tokens in sequences:
             tokens = np.asarray(tokens, np.uint16)
             self.tokens.write(tokens.tobytes())
@@ -76,7 +77,7 @@ class CacheWriter:
 
     def manifest(self) -> dict:
         """The manifest without its per-file entries (those are spliced in by `finish`)."""
-        splits = {name: {"files": self.split_files[i], "songs": len(self.split_songs[i]),
+        splits = {name: {"files": self.split_files[i], "songs": self.split_songs[i],
                          "sequences": self.split_seqs[i], "events": self.split_events[i],
                          "events_untransposed": self.split_plain[i]} for i, name in enumerate(SPLITS)}
         return {

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import re
 import sys
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,37 +320,48 @@ def build(sources: list[str], data_cfg, jobs: int = 0, progress: bool = True) ->
 def build_to(out: Path, sources: list[str], data_cfg, jobs: int = 0, progress: bool = True) -> dict:
     """Ingest `sources` into folder `out` (tokens.npy, index.npy, manifest.json) as results come in;
     returns the manifest without its per-file entries."""
-    files = find_files(sources, data_cfg)
-    writer = CacheWriter(out / ".scratch", config.as_dict(data_cfg), sources)
-    for src, result in results(files, range(len(files)), data_cfg, jobs, progress):
-        writer.add(src.name, src.group, src.split, result)
+    with workers(jobs, data_cfg) as pool:  # started before the file list exists: workers don't copy it
+        files = find_files(sources, data_cfg)
+        writer = CacheWriter(out / ".scratch", config.as_dict(data_cfg), sources)
+        for src, result in results(files, range(len(files)), data_cfg, pool, progress):
+            writer.add(src.name, src.group, src.split, result)
     return writer.finish(out)
 
 
-def results(files: FileList, which: range, data_cfg, jobs: int = 0,
+@contextmanager
+def workers(jobs: int, data_cfg) -> Iterator[multiprocessing.pool.Pool | None]:
+    """A pool of `jobs` worker processes (0: every core) holding `data_cfg`; None for 1 job."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1:
+        yield None
+        return
+    # fork on Linux: workers start at once and never re-run the caller's script; they use no threads
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ctx.Pool(jobs, initializer=_worker_init, initargs=(data_cfg,)) as pool:
+        yield pool
+
+
+def results(files: FileList, which: range, data_cfg, pool: multiprocessing.pool.Pool | None,
             progress: bool = True) -> Iterator[tuple[SourceFile, FileResult]]:
-    """`process` over `files[i]` for i in `which` on `jobs` worker processes (0: every core), in file order.
+    """`process` over `files[i]` for i in `which` on `pool` (None: here), in file order.
 
     The pool is fed through a window of a few thousand files, so neither the jobs waiting nor the results
     waiting for a slow file before them grow with the corpus."""
     from tqdm import tqdm
 
-    jobs = jobs or os.cpu_count() or 1
     with tqdm(total=len(which), unit="file", desc="ingest", disable=not progress, file=sys.stderr) as bar:
-        if jobs == 1 or len(which) < 4 * jobs:
+        if pool is None:
             for i in which:
                 yield files[i], process((files[i], data_cfg))
                 bar.update(1)
             return
-        # fork on Linux: workers start at once and never re-run the caller's script; they use no threads
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        jobs = pool._processes  # noqa: SLF001  (the pool's size; no public accessor)
         chunk = max(1, min(16, len(which) // (8 * jobs)))
         window = threading.BoundedSemaphore(max(256, 64 * jobs * chunk))
-        with ctx.Pool(jobs, initializer=_worker_init, initargs=(data_cfg,)) as pool:
-            for i, r in zip(which, pool.imap(_work, _fed(files, which, window), chunksize=chunk)):
-                window.release()
-                yield files[i], r
-                bar.update(1)
+        for i, r in zip(which, pool.imap(_work, _fed(files, which, window), chunksize=chunk)):
+            window.release()
+            yield files[i], r
+            bar.update(1)
 
 
 def _fed(files: FileList, which: range, window: threading.BoundedSemaphore) -> Iterator[SourceFile]:

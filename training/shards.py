@@ -43,19 +43,19 @@ def run_shard(args, data_cfg, out: Path) -> int:
     """`leadline data build --shard K/N --out SHARD SRC...`: ingest one slice of the file list."""
     k, n = parse(args.shard)
     t0 = time.perf_counter()
-    files = ingest.find_files(args.sources, data_cfg)
-    which = range(k * len(files) // n, (k + 1) * len(files) // n)
-    header = {"format": FORMAT, "shard": [k, n], "files": [which.start, which.stop], "total_files": len(files),
-              "sources": [str(s) for s in args.sources], "settings": config.as_dict(data_cfg),
-              "codec_version": codec.CODEC_VERSION, "vocab_size": codec.VOCAB_SIZE}
-    with cache_mod.atomic_dir(out) as tmp:
+    with ingest.workers(args.jobs, data_cfg) as pool, cache_mod.atomic_dir(out) as tmp:
+        files = ingest.find_files(args.sources, data_cfg)
+        which = range(k * len(files) // n, (k + 1) * len(files) // n)
         with open(tmp / RESULTS, "w") as res, open(tmp / TOKENS, "wb") as toks:
-            for src, r in ingest.results(files, which, data_cfg, args.jobs, progress=True):
+            for src, r in ingest.results(files, which, data_cfg, pool, progress=True):
                 for _, tokens in r.sequences:
                     toks.write(np.asarray(tokens, np.uint16).tobytes())
                 res.write(json.dumps({"name": src.name, "group": src.group, "split": src.split, "reason": r.reason,
                                       "detail": r.detail, "tracks": r.tracks, "digest": r.digest,
                                       "sequences": [[shift, len(t)] for shift, t in r.sequences]}) + "\n")
+        header = {"format": FORMAT, "shard": [k, n], "files": [which.start, which.stop], "total_files": len(files),
+                  "sources": [str(s) for s in args.sources], "settings": config.as_dict(data_cfg),
+                  "codec_version": codec.CODEC_VERSION, "vocab_size": codec.VOCAB_SIZE}
         (tmp / HEADER).write_text(json.dumps(header, indent=1, sort_keys=True) + "\n")
     seconds = time.perf_counter() - t0
     print(f"{out}: shard {k}/{n}, files {which.start}..{which.stop - 1} of {len(files)}; {seconds:.1f} s, "
