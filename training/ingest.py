@@ -23,7 +23,6 @@ one build would give, byte for byte (training/shards.py).
 """
 from __future__ import annotations
 
-import array
 import dataclasses
 import hashlib
 import logging
@@ -31,10 +30,12 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import re
+import sqlite3
 import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,29 +87,53 @@ class FileResult:
 
 # --- finding files ---------------------------------------------------------------------------------
 
-@dataclass
 class FileList:
-    """Every MIDI file under the sources, in order; `files[i]` is its SourceFile (made when asked: a list of
-    100,000 SourceFiles would be ~30 MB, this is each file's path below its source and two small numbers)."""
+    """Every MIDI file under the sources, in order; `files[i]` is its SourceFile, made when asked. The list
+    lives in a private on-disk SQLite database (sqlite3's "" file, deleted when closed): the main process
+    stays the same size for 2,000 files or 200,000."""
 
-    sources: list[tuple[Path, str]]  # (folder the relative paths start from, label) per source
-    data_cfg: object
-    rels: list[str] = field(default_factory=list)
-    source: array.array = field(default_factory=lambda: array.array("H"))
-    renamed: bytearray = field(default_factory=bytearray)  # 1: named label@k (another source's label)
+    def __init__(self, data_cfg) -> None:
+        self.data_cfg = data_cfg
+        self.sources: list[tuple[Path, str]] = []  # (folder the relative paths start from, label)
+        self.db = sqlite3.connect("", check_same_thread=False)  # read by the pool's task thread, one at a time
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                              "CREATE TABLE files (i INTEGER PRIMARY KEY, rel BLOB, source INT, renamed INT);"
+                              "CREATE TABLE seen (key INTEGER PRIMARY KEY);")
+        self.n = 0
+
+    def add(self, rel: str, k: int, label: str, base: Path) -> None:
+        """List `rel` of source `k` unless its file is listed already (a source inside another); a name that
+        another source with the same label took is named label@k."""
+        if not self._first(hash(str((base / rel).resolve()))):
+            return
+        renamed = not self._first(hash(f"{label}/{rel}"))
+        if renamed:
+            self._first(hash(f"{label}@{k}/{rel}"))
+        self.db.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (self.n, _blob(rel), k, renamed))
+        self.n += 1
+
+    def _first(self, key: int) -> bool:
+        """Whether `key` (a 64-bit hash of a path or name) is seen here for the first time; records it."""
+        return self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (key,)).rowcount == 1
 
     def __len__(self) -> int:
-        return len(self.rels)
+        return self.n
 
     def __getitem__(self, i: int) -> SourceFile:
-        k = self.source[i]
+        rel, k, renamed = self.db.execute("SELECT rel, source, renamed FROM files WHERE i = ?", (i,)).fetchone()
+        rel = bytes(rel).decode("utf-8", "surrogateescape")
         base, label = self.sources[k]
-        name = f"{label}@{k}/{self.rels[i]}" if self.renamed[i] else f"{label}/{self.rels[i]}"
+        name = f"{label}@{k}/{rel}" if renamed else f"{label}/{rel}"
         group = song_key(name)
-        return SourceFile(str(base / self.rels[i]), name, group, split_of(group, self.data_cfg))
+        return SourceFile(str(base / rel), name, group, split_of(group, self.data_cfg))
 
     def __iter__(self) -> Iterator[SourceFile]:
         return (self[i] for i in range(len(self)))
+
+
+def _blob(text: str) -> bytes:
+    """A file name's bytes (an undecodable byte, kept by Python as a lone surrogate, back as itself)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def find_files(sources: list[str], data_cfg) -> FileList:
@@ -117,20 +142,13 @@ def find_files(sources: list[str], data_cfg) -> FileList:
     A file's name is its source folder's name and its path below it ('rock-o-net/a/acdc/TNT.mid'); a file
     reached twice (a source inside another) is listed once.
     """
-    files = FileList([], data_cfg)
-    seen: set[int] = set()  # hashes of resolved paths and of names (64 bits: no collision in 10^9 files)
+    files = FileList(data_cfg)
     for k, src in enumerate(sources):
         root = Path(src)
         label, base = _label(root)
         files.sources.append((base, label))
         for rel in _walk(root):
-            name = f"{label}/{rel}"
-            renamed = hash(name) in seen  # another source with the same folder name: keep the files apart
-            if (key := hash(str((base / rel).resolve()))) not in seen:
-                seen.update((key, hash(f"{label}@{k}/{rel}" if renamed else name)))
-                files.rels.append(rel)
-                files.source.append(k)
-                files.renamed.append(renamed)
+            files.add(rel, k, label, base)
     if not len(files):
         raise IngestError(f"no MIDI files ({' '.join(SUFFIXES)}) under {' '.join(sources)}")
     return files
@@ -358,16 +376,19 @@ def results(files: FileList, which: range, data_cfg, pool: multiprocessing.pool.
         jobs = pool._processes  # noqa: SLF001  (the pool's size; no public accessor)
         chunk = max(1, min(16, len(which) // (8 * jobs)))
         window = threading.BoundedSemaphore(max(256, 64 * jobs * chunk))
-        for i, r in zip(which, pool.imap(_work, _fed(files, which, window), chunksize=chunk)):
+        sent: deque[SourceFile] = deque()  # the files on their way, in order (the list is the task thread's)
+        for r in pool.imap(_work, _fed(files, which, window, sent), chunksize=chunk):
             window.release()
-            yield files[i], r
+            yield sent.popleft(), r
             bar.update(1)
 
 
-def _fed(files: FileList, which: range, window: threading.BoundedSemaphore) -> Iterator[SourceFile]:
+def _fed(files: FileList, which: range, window: threading.BoundedSemaphore, sent: deque) -> Iterator[SourceFile]:
     for i in which:  # runs in the pool's task thread: blocks while the window is full
         window.acquire()
-        yield files[i]
+        src = files[i]
+        sent.append(src)
+        yield src
 
 
 _CFG = None  # a worker's data settings, sent once when it starts (not with every file)
