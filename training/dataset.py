@@ -29,7 +29,7 @@ class Streams:
 
     def __init__(self, seqs: list[np.ndarray], batch: int, chunk: int, seed: int = 0, shuffle: bool = True,
                  rows: slice | None = None):
-        self.seqs = [np.asarray(s, np.int64) for s in seqs if len(s) > 1]
+        self.seqs = [np.asarray(s, np.int16) for s in seqs if len(s) > 1]  # 2 bytes an event: token ids < 2^15
         self.batch, self.chunk, self.seed, self.shuffle = batch, chunk, seed, shuffle
         self.rows = rows or slice(0, batch)  # the streams this process keeps (all of them in one process)
         self.n_rows = len(range(batch)[self.rows])
@@ -50,7 +50,7 @@ class Streams:
             streams[b].append(self.seqs[i])
             lengths[b] += len(self.seqs[i])
         width = int(lengths.max()) if len(lengths) else 0
-        tokens = np.full((self.batch, width + 1), -1, np.int64)
+        tokens = np.full((self.batch, width + 1), -1, np.int16)
         for b, parts in enumerate(streams):
             if parts:
                 tokens[b, :lengths[b]] = np.concatenate(parts)
@@ -72,10 +72,10 @@ class Streams:
         return int(self._cache[3][i])
 
     def get(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk `i` of `epoch`: inputs and targets, each (rows, <= chunk)."""
+        """Chunk `i` of `epoch`: inputs and targets, each (rows, <= chunk), int64 (what torch indexes with)."""
         x, y = self.layout(epoch)
         s = slice(i * self.chunk, (i + 1) * self.chunk)
-        return x[:, s], y[:, s]
+        return x[:, s].astype(np.int64), y[:, s].astype(np.int64)
 
 
 def segments(x: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
