@@ -2,8 +2,9 @@
 
 Memory stays flat in the number of files: tokens, index rows and each file's manifest entry go to files in a
 scratch folder as they come, and what is looked up per file (names, where each entry is, the digests of the
-lines kept, the song groups' ids) sits in a SQLite database there, whose page cache is bounded. `finish` turns the scratch files into tokens.npy, index.npy and a
-manifest.json with the same bytes `cache.write` gives the same cache held in memory (sorted keys, indent 1).
+lines kept, the song groups' ids) sits in a SQLite database there, whose page cache is bounded. `finish`
+turns the scratch files into tokens.npy, index.npy and a manifest.json with the same bytes `cache.write`
+gives the same cache held in memory (sorted keys, indent 1).
 Duplicates, song ids and the manifest's counts are decided here, in file order, so a corpus ingested in shards
 and merged (training/shards.py) is the corpus ingested at once.
 """
