@@ -220,8 +220,7 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
             self.state = self.model.init_state(self.data.n_rows, self.device)
         self.finished = self.epoch >= self.cfg.epochs or self._out_of_steps()
-        loss, events = dist_mod.all_sum(self.world, [self.acc["loss"], self.acc["events"]], self.device)
-        self.acc.update(loss=loss, events=int(events))  # the epoch over every process, for metrics
+        self.acc = self._acc_total()  # the epoch over every process, for metrics (on rank 0)
         for cb in callbacks:  # validation first: it may finish the run (early stopping)
             cb.on_epoch_end(self)
         self.acc = {"loss": 0.0, "events": 0, "seconds": 0.0}
@@ -241,11 +240,12 @@ class Trainer:
         if self.world.size > 1:  # collectives: every process calls state_dict, rank 0 writes it
             rng["ranks"] = dist_mod.gather_objects(self.world, torch.get_rng_state())
         state = [dist_mod.gather_rows(self.world, t.detach()).cpu() for t in self.state]
+        acc = self._acc_total()
         return {"world_size": self.world.size,"state_dict": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": {"kind": "warmup_cosine", "base_lr": self.cfg.lr, "total": self.total,
                               "warmup": self.warmup, "lr": self.lr},
                 "step": self.step, "epoch": self.epoch, "batch": self.batch, "rng": rng,
-                "lstm_state": state, "acc": dict(self.acc),
+                "lstm_state": state, "acc": acc,
                 "val_loss": self.val_loss, "best_val": self.best["val_loss"], "best": dict(self.best),
                 "bad_epochs": self.bad_epochs, "finished": self.finished, "elapsed": self.now_elapsed()}
 
@@ -257,7 +257,8 @@ class Trainer:
             raise UserError(f"train.batch: {self.data.batch}, but the run was trained with "
                             f"{ck['lstm_state'][0].shape[1]}; resume with the same global batch")
         self.state = tuple(t[:, self.data.rows].to(self.device) for t in ck["lstm_state"])
-        self.acc, self.val_loss, self.best = dict(ck["acc"]), ck["val_loss"], dict(ck["best"])
+        self.acc = dict(ck["acc"]) if self.world.main else {"loss": 0.0, "events": 0, "seconds": 0.0}
+        self.val_loss, self.best = ck["val_loss"], dict(ck["best"])
         self.bad_epochs, self.elapsed = ck["bad_epochs"], ck["elapsed"]
         self.finished = (self.epoch >= self.cfg.epochs or self._out_of_steps()  # --set may extend a run
                          or (self.bad_epochs >= self.cfg.patience and ck["finished"]))
@@ -265,6 +266,16 @@ class Trainer:
         if "cuda" in ck["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
         self.lr = lr_at(self.step, self.cfg.lr, self.total, self.warmup)
+
+    def _acc_total(self) -> dict:
+        """This epoch's training so far over every process (collective): on rank 0 the totals, on the others
+        zeros, so that the sum over processes stays the total whenever it is taken again (rank 0's seconds)."""
+        if self.world.size == 1:
+            return dict(self.acc)
+        loss, events = dist_mod.all_sum(self.world, [self.acc["loss"], self.acc["events"]], self.device)
+        if not self.world.main:
+            loss = events = 0
+        return {"loss": loss, "events": int(events), "seconds": self.acc["seconds"]}
 
     def _set_rng(self, rng: dict, step: int) -> None:
         """Each process's own RNG state (dropout) when the world size is the one saved; under another world

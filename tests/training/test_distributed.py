@@ -2,6 +2,7 @@
 a run resumes under another world size. Each run is the real `leadline train` command, launched as a user does."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -74,3 +75,6 @@ def test_a_one_process_checkpoint_resumes_on_two(tiny_cache, tmp_path):
     one, two = _checkpoint(tmp_path / "base"), _checkpoint(tmp_path / "as_two")
     assert one["step"] == two["step"] == 4 and two["world_size"] == 2
     assert _max_diff(one, two) < ATOL
+    rows = [json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[-1]) for run in ("base", "as_two")]
+    assert rows[0]["step"] == rows[1]["step"] == 4
+    assert abs(rows[0]["train_loss"] - rows[1]["train_loss"]) < 1e-4  # the epoch's events counted once each
