@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("sources", nargs="+", metavar="SRC", help="MIDI files or folders (searched recursively)")
     b.add_argument("--out", required=True, help="cache directory to write")
     b.add_argument("--jobs", type=int, default=0, help="worker processes (default: every core)")
+    b.add_argument("--shard", metavar="K/N", help="ingest only the K-th of N slices of the file list (K from 0), "
+                   "into a shard folder for `leadline data merge`: one slice per machine")
+    m = dsub.add_parser("merge", help="join the shards of `data build --shard K/N` into one cache")
+    m.add_argument("shards", nargs="+", metavar="SHARD", help="the N shard folders")
+    m.add_argument("--out", required=True, help="cache directory to write")
 
     s = sub.add_parser("train", help="train the LSTM on a cache")
     _common(s)

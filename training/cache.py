@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,14 +61,23 @@ def from_sequences(seqs: list[tuple[np.ndarray, int, int, int]], manifest: dict)
 
 def write(cache: Cache, out: str | Path) -> Path:
     """Write `cache` to directory `out` atomically (a temporary sibling renamed into place)."""
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "tokens.npy", cache.tokens)
+        np.save(tmp / "index.npy", cache.index)
+        (tmp / "manifest.json").write_text(json.dumps(cache.manifest, indent=1, sort_keys=True) + "\n")
+    return Path(out)
+
+
+@contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """A temporary sibling of folder `out` to fill; renamed into place (replacing `out`) when the block ends
+    without an exception, removed when it raises: a kill or an error never leaves a half-written folder."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o755 & ~current_umask())
     try:
-        np.save(tmp / "tokens.npy", cache.tokens)
-        np.save(tmp / "index.npy", cache.index)
-        (tmp / "manifest.json").write_text(json.dumps(cache.manifest, indent=1, sort_keys=True) + "\n")
+        yield tmp
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -78,7 +89,6 @@ def write(cache: Cache, out: str | Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def current_umask() -> int:
@@ -87,12 +97,12 @@ def current_umask() -> int:
     return mask
 
 
-def load(path: str | Path) -> Cache:
-    """Open a cache directory (tokens memory-mapped); raises CacheError with what is wrong."""
+def load(path: str | Path, in_memory: bool = False) -> Cache:
+    """Open a cache directory (tokens memory-mapped unless `in_memory`); raises CacheError with what is wrong."""
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
-        tokens = np.load(path / "tokens.npy", mmap_mode="r")
+        tokens = np.load(path / "tokens.npy", mmap_mode=None if in_memory else "r")
         index = np.load(path / "index.npy")
     except (OSError, ValueError) as e:
         raise CacheError(f"{path}: not a leadline data cache ({e}); build one with `leadline data build`") from None

@@ -55,7 +55,9 @@ class Checkpointer(Callback):
         self.out, self.meta = out, meta
 
     def save(self, t: Trainer, name: str) -> None:
-        save_atomic({**self.meta, **t.state_dict()}, self.out / name)
+        state = t.state_dict()  # on every process: it gathers the LSTM state; rank 0 writes
+        if t.world.main:
+            save_atomic({**self.meta, **state}, self.out / name)
 
     def on_epoch_end(self, t: Trainer) -> None:
         self.save(t, CHECKPOINT)
@@ -65,7 +67,8 @@ class Checkpointer(Callback):
     def on_stop(self, t: Trainer, reason: str) -> None:
         if reason == "interrupted":
             self.save(t, CHECKPOINT)
-            log.warning("interrupted at step %d; checkpoint saved in %s", t.step, self.out)
+            if t.world.main:
+                log.warning("interrupted at step %d; checkpoint saved in %s", t.step, self.out)
 
 
 class LossPlot(Callback):
@@ -83,7 +86,8 @@ class LossPlot(Callback):
 
 
 class Progress(Callback):
-    """tqdm bar over optimizer steps with this epoch's mean loss (bits/event) and training events/s."""
+    """tqdm bar over optimizer steps with this epoch's mean loss (bits/event) and training events/s (on rank 0
+    alone under torchrun)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled, self.bar = enabled, None
@@ -98,7 +102,9 @@ class Progress(Callback):
         a = t.acc
         loss = a["loss"] / max(a["events"], 1) / LN2
         if t.step % 10 == 0 or t.step == 1:
-            self.bar.set_postfix(bits=f"{loss:.3f}", ev_s=f"{a['events'] / max(a['seconds'], 1e-9):.0f}",
+            # rank 0's share of the batch times the processes: events/s of the whole run
+            ev_s = a["events"] * t.world.size / max(a["seconds"], 1e-9)
+            self.bar.set_postfix(bits=f"{loss:.3f}", ev_s=f"{ev_s:.0f}",
                                  epoch=f"{t.epochs_done:.2f}", refresh=False)
 
     def on_stop(self, t: Trainer, reason: str) -> None:

@@ -10,6 +10,9 @@ to predict (padding, and the BOS that starts the next song: the codec has no end
 sampler never plays BOS). The recurrent state is carried from chunk to chunk of a stream, detached, and
 reset to zeros wherever a song starts: `segments(x)` splits a chunk at every column where some stream
 reads a BOS, so a song is always scored from a fresh state, exactly as the daemon and `eval` run it.
+
+Under several training processes (`leadline.training.distributed`) every process lays out the same global
+epoch and keeps its own `rows` of the streams; `n_targets` still counts the targets of the whole batch.
 """
 from __future__ import annotations
 
@@ -24,14 +27,17 @@ PAD_INPUT = codec.OFFSETS["SHIFT"]  # input after a stream's last song; its targ
 class Streams:
     """The songs of one split as `batch` parallel token streams, cut into chunks of `chunk` steps."""
 
-    def __init__(self, seqs: list[np.ndarray], batch: int, chunk: int, seed: int = 0, shuffle: bool = True):
-        self.seqs = [np.asarray(s, np.int64) for s in seqs if len(s) > 1]
+    def __init__(self, seqs: list[np.ndarray], batch: int, chunk: int, seed: int = 0, shuffle: bool = True,
+                 rows: slice | None = None):
+        self.seqs = [np.asarray(s, np.int16) for s in seqs if len(s) > 1]  # 2 bytes an event: token ids < 2^15
         self.batch, self.chunk, self.seed, self.shuffle = batch, chunk, seed, shuffle
-        self.n_events = int(sum(len(s) - 1 for s in self.seqs))  # predicted tokens per epoch
-        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.rows = rows or slice(0, batch)  # the streams this process keeps (all of them in one process)
+        self.n_rows = len(range(batch)[self.rows])
+        self.n_events = int(sum(len(s) - 1 for s in self.seqs))  # predicted tokens per epoch, all rows
+        self._cache: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs, targets), each (batch, length), of one epoch; the same for the same (seed, epoch)."""
+        """(inputs, targets), each (rows, length), of one epoch; the same for the same (seed, epoch)."""
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1], self._cache[2]
         order = np.arange(len(self.seqs))
@@ -44,25 +50,32 @@ class Streams:
             streams[b].append(self.seqs[i])
             lengths[b] += len(self.seqs[i])
         width = int(lengths.max()) if len(lengths) else 0
-        tokens = np.full((self.batch, width + 1), -1, np.int64)
+        tokens = np.full((self.batch, width + 1), -1, np.int16)
         for b, parts in enumerate(streams):
             if parts:
                 tokens[b, :lengths[b]] = np.concatenate(parts)
         x, y = tokens[:, :-1].copy(), tokens[:, 1:].copy()
         y[(y == codec.BOS) | (y < 0)] = IGNORE
         x[x < 0] = PAD_INPUT  # not BOS: padding must not look like a song start to `segments`
-        self._cache = (epoch, x, y)
-        return x, y
+        per_column = (y != IGNORE).sum(axis=0)
+        counts = np.add.reduceat(per_column, np.arange(0, width, self.chunk)) if width else per_column
+        self._cache = (epoch, x[self.rows].copy(), y[self.rows].copy(), counts)
+        return self._cache[1], self._cache[2]
 
     def n_chunks(self, epoch: int) -> int:
         x, _ = self.layout(epoch)
         return -(-x.shape[1] // self.chunk)
 
+    def n_targets(self, epoch: int, i: int) -> int:
+        """Targets to predict in chunk `i` of `epoch` over every row (every process's streams)."""
+        self.layout(epoch)
+        return int(self._cache[3][i])
+
     def get(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk `i` of `epoch`: inputs and targets, each (batch, <= chunk)."""
+        """Chunk `i` of `epoch`: inputs and targets, each (rows, <= chunk), int64 (what torch indexes with)."""
         x, y = self.layout(epoch)
         s = slice(i * self.chunk, (i + 1) * self.chunk)
-        return x[:, s], y[:, s]
+        return x[:, s].astype(np.int64), y[:, s].astype(np.int64)
 
 
 def segments(x: np.ndarray) -> list[tuple[int, int, np.ndarray]]:

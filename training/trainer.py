@@ -1,10 +1,12 @@
 """The training loop: truncated BPTT over a cache's song streams (AdamW, clipping, warm-up + cosine LR).
 
-`Trainer` runs the loop only; validation with early stopping, metrics, checkpoints, the loss plot and the
-progress bar are small callbacks (training/callbacks.py; validation with early stopping is here). Everything that decides the next step is in the
-checkpoint (weights, optimizer, torch RNG states, carried LSTM state, position in the epoch), and the data
+`Trainer` runs the loop only; validation with early stopping (here), metrics, checkpoints, the loss plot and
+the progress bar are small callbacks (training/callbacks.py); the run folder is training/rundir.py. Everything
+that decides the next step is in the checkpoint (weights, optimizer, torch RNG states, carried LSTM state,
+position in the epoch), and the data
 order of an epoch is a function of (seed, epoch), so an interrupted run resumed with `--resume` ends with
 the same weights as an uninterrupted one. Ctrl-C or SIGTERM finish the current step, save, and exit 0.
+Under `torchrun` the same loop runs on every process (training/distributed.py): DDP, rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ import torch.nn.functional as F
 from leadline.daemon import codec, config
 from leadline.daemon.errors import UserError
 from leadline.training import cache as cache_mod
-from leadline.training.callbacks import (CHECKPOINT, LN2, METRICS, Callback, Checkpointer, LossPlot, Metrics, Progress,
-                                read_metrics, write_atomic)
+from leadline.training import distributed as dist_mod
+from leadline.training import rundir
+from leadline.training.callbacks import LN2, Callback, Checkpointer, LossPlot, Metrics, Progress
 from leadline.training.dataset import IGNORE, Streams, segments, summary
+from leadline.training.distributed import SINGLE, World
 from leadline.training.model import LeadLSTM, ModelArgs
 
 log = logging.getLogger(__name__)
@@ -56,17 +60,30 @@ def lr_at(step: int, base: float, total: int, warmup: int, final: float = 0.02) 
     return base * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def forward_chunk(model: LeadLSTM, x: np.ndarray, h: torch.Tensor, c: torch.Tensor):
-    """Run one chunk carrying (h, c), zeroing a stream's state where it starts a song (reads BOS)."""
-    xt = torch.from_numpy(x).to(h.device)
-    outs = []
-    for a, b, reset in segments(x):
-        if reset.any():
-            keep = torch.from_numpy(~reset).to(h.device, h.dtype).view(1, -1, 1)
-            h, c = h * keep, c * keep
-        logits, h, c = model(xt[:, a:b], h, c)
-        outs.append(logits)
-    return torch.cat(outs, dim=1), h, c
+class ChunkStep(torch.nn.Module):
+    """One chunk through the model as one module call (what DDP wraps: one forward per backward)."""
+
+    def __init__(self, model: LeadLSTM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xt: torch.Tensor, segs: list, h: torch.Tensor, c: torch.Tensor):
+        outs = []
+        for a, b, reset in segs:
+            if reset.any():
+                keep = torch.from_numpy(~reset).to(h.device, h.dtype).view(1, -1, 1)
+                h, c = h * keep, c * keep
+            logits, h, c = self.model(xt[:, a:b], h, c)
+            outs.append(logits)
+        return torch.cat(outs, dim=1), h, c
+
+
+def forward_chunk(model: LeadLSTM | torch.nn.Module, x: np.ndarray, h: torch.Tensor, c: torch.Tensor):
+    """Run one chunk carrying (h, c), zeroing a stream's state where it starts a song (reads BOS).
+
+    `model`: a LeadLSTM, or a ChunkStep (in DDP or not)."""
+    step = model if not isinstance(model, LeadLSTM) else ChunkStep(model)
+    return step(torch.from_numpy(x).to(h.device), segments(x), h, c)
 
 
 def chunk_loss(logits: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, int]:
@@ -78,18 +95,21 @@ def chunk_loss(logits: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def evaluate(model: LeadLSTM, streams: Streams, device: torch.device) -> float | None:
-    """Mean loss (nats per event) of `streams`, every song scored from a zero state; None if empty."""
+def evaluate(model: LeadLSTM, streams: Streams, device: torch.device, world: World = SINGLE) -> float | None:
+    """Mean loss (nats per event) of `streams`, every song scored from a zero state; None if empty.
+
+    Each process scores its own rows; the sums are added over processes."""
     if not streams.n_events:
         return None
     model.eval()
-    h, c = model.init_state(streams.batch, device)
+    h, c = model.init_state(streams.n_rows, device)
     total, n = 0.0, 0
     for i in range(streams.n_chunks(0)):
         x, y = streams.get(0, i)
         logits, h, c = forward_chunk(model, x, h, c)
         loss, k = chunk_loss(logits, y)
         total, n = total + float(loss), n + k
+    total, n = dist_mod.all_sum(world, [total, n], device)
     return total / max(n, 1)
 
 
@@ -120,14 +140,15 @@ class Trainer:
     """The loop over epochs and chunks; callbacks get `on_step`, `on_epoch_end` and `on_stop(reason)`."""
 
     def __init__(self, model: LeadLSTM, opt: torch.optim.Optimizer, data: Streams, cfg: config.TrainConfig,
-                 device: torch.device) -> None:
-        self.model, self.opt, self.data, self.cfg, self.device = model, opt, data, cfg, device
+                 device: torch.device, world: World = SINGLE) -> None:
+        self.model, self.opt, self.data, self.cfg, self.device, self.world = model, opt, data, cfg, device, world
+        self.step_fn = dist_mod.wrap(ChunkStep(model), world, device)
         steps = cfg.epochs * data.n_chunks(0)
         self.total = min(steps, cfg.max_steps) if cfg.max_steps else steps
         self.warmup = max(1, min(1000, self.total // 20))
         self.epoch = self.batch = self.step = 0
         self.elapsed = 0.0
-        self.state = model.init_state(data.batch, device)
+        self.state = model.init_state(data.n_rows, device)
         self.acc = {"loss": 0.0, "events": 0, "seconds": 0.0}  # this epoch's training so far
         self.val_loss: float | None = None
         self.best = {"val_loss": None, "epoch": 0, "step": 0}
@@ -144,13 +165,15 @@ class Trainer:
     def now_elapsed(self) -> float:
         return self.elapsed + time.perf_counter() - self._t0
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One optimizer step on one chunk; returns its mean loss (nats per event)."""
+    def train_step(self, x: np.ndarray, y: np.ndarray, n_all: int | None = None) -> float:
+        """One optimizer step on one chunk (this process's rows of it); returns this process's share of the
+        chunk's mean loss (nats per event). `n_all`: targets in the chunk over every process's rows."""
         t = time.perf_counter()
         self.model.train()
-        logits, h, c = forward_chunk(self.model, x, *self.state)
+        logits, h, c = forward_chunk(self.step_fn, x, *self.state)
         loss_sum, n = chunk_loss(logits, y)
-        loss = loss_sum / max(n, 1)
+        # DDP averages gradients over processes: scaled by their number, the sum over the global batch's targets
+        loss = loss_sum * self.world.size / max(n if n_all is None else n_all, 1)
         self.lr = lr_at(self.step, self.cfg.lr, self.total, self.warmup)
         for g in self.opt.param_groups:
             g["lr"] = self.lr
@@ -164,7 +187,7 @@ class Trainer:
         self.acc["loss"] += float(loss_sum.detach())
         self.acc["events"] += n
         self.acc["seconds"] += time.perf_counter() - t
-        return float(loss.detach())
+        return float(loss.detach()) / self.world.size
 
     def fit(self, callbacks: list) -> str:
         """Train until done or interrupted; returns why it stopped ('done', 'early stop', 'interrupted')."""
@@ -173,16 +196,21 @@ class Trainer:
             while not self.finished:
                 n = self.data.n_chunks(self.epoch)
                 while self.batch < n and not self._out_of_steps():
-                    self.train_step(*self.data.get(self.epoch, self.batch))
+                    e, i = self.epoch, self.batch
+                    self.train_step(*self.data.get(e, i), self.data.n_targets(e, i))
                     self.batch += 1
                     for cb in callbacks:
                         cb.on_step(self)
-                    if stop.requested:
+                    if self._stopping(stop):
                         return self._stop(callbacks, "interrupted")
                 self._end_epoch(n, callbacks)
-                if stop.requested and not self.finished:
+                if self._stopping(stop) and not self.finished:
                     return self._stop(callbacks, "interrupted")
         return self._stop(callbacks, "early stop" if self.bad_epochs >= self.cfg.patience else "done")
+
+    def _stopping(self, stop: Interrupts) -> bool:
+        """Every process stops after the same step, whichever of them got the signal."""
+        return dist_mod.any_flag(self.world, stop.requested, self.device)
 
     def _out_of_steps(self) -> bool:
         return bool(self.cfg.max_steps) and self.step >= self.cfg.max_steps
@@ -190,8 +218,9 @@ class Trainer:
     def _end_epoch(self, n: int, callbacks: list) -> None:
         if self.batch >= n:
             self.epoch, self.batch = self.epoch + 1, 0
-            self.state = self.model.init_state(self.data.batch, self.device)
+            self.state = self.model.init_state(self.data.n_rows, self.device)
         self.finished = self.epoch >= self.cfg.epochs or self._out_of_steps()
+        self.acc = self._acc_total()  # the epoch over every process, for metrics (on rank 0)
         for cb in callbacks:  # validation first: it may finish the run (early stopping)
             cb.on_epoch_end(self)
         self.acc = {"loss": 0.0, "events": 0, "seconds": 0.0}
@@ -208,11 +237,15 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"state_dict": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+        if self.world.size > 1:  # collectives: every process calls state_dict, rank 0 writes it
+            rng["ranks"] = dist_mod.gather_objects(self.world, torch.get_rng_state())
+        state = [dist_mod.gather_rows(self.world, t.detach()).cpu() for t in self.state]
+        acc = self._acc_total()
+        return {"world_size": self.world.size,"state_dict": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": {"kind": "warmup_cosine", "base_lr": self.cfg.lr, "total": self.total,
                               "warmup": self.warmup, "lr": self.lr},
                 "step": self.step, "epoch": self.epoch, "batch": self.batch, "rng": rng,
-                "lstm_state": [t.detach().cpu() for t in self.state], "acc": dict(self.acc),
+                "lstm_state": state, "acc": acc,
                 "val_loss": self.val_loss, "best_val": self.best["val_loss"], "best": dict(self.best),
                 "bad_epochs": self.bad_epochs, "finished": self.finished, "elapsed": self.now_elapsed()}
 
@@ -220,15 +253,45 @@ class Trainer:
         self.model.load_state_dict(ck["state_dict"])
         self.opt.load_state_dict(ck["optimizer"])
         self.step, self.epoch, self.batch = ck["step"], ck["epoch"], ck["batch"]
-        self.state = tuple(t.to(self.device) for t in ck["lstm_state"])
-        self.acc, self.val_loss, self.best = dict(ck["acc"]), ck["val_loss"], dict(ck["best"])
+        if ck["lstm_state"][0].shape[1] != self.data.batch:
+            raise UserError(f"train.batch: {self.data.batch}, but the run was trained with "
+                            f"{ck['lstm_state'][0].shape[1]}; resume with the same global batch")
+        self.state = tuple(t[:, self.data.rows].to(self.device) for t in ck["lstm_state"])
+        self.acc = dict(ck["acc"]) if self.world.main else {"loss": 0.0, "events": 0, "seconds": 0.0}
+        self.val_loss, self.best = ck["val_loss"], dict(ck["best"])
         self.bad_epochs, self.elapsed = ck["bad_epochs"], ck["elapsed"]
         self.finished = (self.epoch >= self.cfg.epochs or self._out_of_steps()  # --set may extend a run
                          or (self.bad_epochs >= self.cfg.patience and ck["finished"]))
-        torch.set_rng_state(ck["rng"]["torch"])
+        self._set_rng(ck["rng"], ck["step"])
         if "cuda" in ck["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
         self.lr = lr_at(self.step, self.cfg.lr, self.total, self.warmup)
+
+    def _acc_total(self) -> dict:
+        """This epoch's training so far over every process (collective): on rank 0 the totals, on the others
+        zeros, so that the sum over processes stays the total whenever it is taken again (rank 0's seconds)."""
+        if self.world.size == 1:
+            return dict(self.acc)
+        loss, events = dist_mod.all_sum(self.world, [self.acc["loss"], self.acc["events"]], self.device)
+        if not self.world.main:
+            loss = events = 0
+        return {"loss": loss, "events": int(events), "seconds": self.acc["seconds"]}
+
+    def _set_rng(self, rng: dict, step: int) -> None:
+        """Each process's own RNG state (dropout) when the world size is the one saved; under another world
+        size rank 0 continues the saved state and the others draw fresh streams (seed, rank, step)."""
+        ranks = rng.get("ranks", [rng["torch"]])
+        if len(ranks) == self.world.size:
+            torch.set_rng_state(ranks[self.world.rank])
+        elif self.world.main:
+            torch.set_rng_state(rng["torch"])
+        else:
+            torch.manual_seed(rank_seed(self.cfg.seed, self.world.rank, step))
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The dropout seed of a process other than rank 0 (rank 0 keeps the run's seed: one process == rank 0)."""
+    return (seed * 1_000_003 + rank * 7919 + step) % 2**63
 
 
 # --- callbacks ------------------------------------------------------------------------------------------
@@ -240,7 +303,7 @@ class Validator(Callback):
         self.val = val
 
     def on_epoch_end(self, t: Trainer) -> None:
-        t.val_loss = evaluate(t.model, self.val, t.device)
+        t.val_loss = evaluate(t.model, self.val, t.device, t.world)
         best = t.best["val_loss"]
         t.improved = t.val_loss is not None and (best is None or t.val_loss < best)
         if t.improved:
@@ -252,62 +315,6 @@ class Validator(Callback):
                 t.finished = True
 
 
-def data_summary(data: cache_mod.Cache, data_path: str | Path) -> dict:
-    """Where the training data came from and how much of it there is, per split."""
-    splits = {}
-    for i, s in enumerate(cache_mod.SPLITS):
-        songs = len(np.unique(data.index["song"][data.index["split"] == i]))
-        splits[s] = {"songs": songs, **summary(data.sequences(s))}
-    return {"cache": str(data_path), "cache_abs": str(Path(data_path).resolve()) if data_path else "",
-            "sources": data.manifest.get("sources", []), "splits": splits}
-
-
-def run_meta(cfg: config.Config, data: cache_mod.Cache, data_path, t: Trainer) -> dict:
-    """The parts of a checkpoint that do not change during a run."""
-    return {"model_args": t.model.args.as_dict(), "config": config.as_dict(cfg),
-            "codec_version": codec.CODEC_VERSION, "data": data_summary(data, data_path),
-            "device": str(t.device), "torch": str(torch.__version__)}
-
-
-def start_run_dir(out: Path, cfg: config.Config) -> None:
-    if (out / CHECKPOINT).exists():
-        raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS).write_text("")
-    (out / "config.json").write_text(json.dumps(config.as_dict(cfg), indent=1) + "\n")
-
-
-def restore(t: Trainer, out: Path, meta: dict) -> None:
-    """Load the run's last checkpoint into `t`, and drop metrics lines written after it."""
-    from leadline.training.export import load_checkpoint
-
-    ck = load_checkpoint(out / CHECKPOINT)
-    for stale in out.glob(".*.tmp"):  # a save_atomic/write_atomic cut off by a kill
-        stale.unlink(missing_ok=True)
-    if ck["model_args"] != meta["model_args"]:
-        raise UserError(f"{out}: the checkpoint's model {ck['model_args']} differs from the config's "
-                        f"{meta['model_args']}; resume without changing train.embed/hidden/layers/dropout")
-    t.load_state_dict(ck)
-    if "init" in ck:  # a run started with --init says so in every checkpoint
-        meta["init"] = ck["init"]
-    rows = [r for r in read_metrics(out / METRICS) if r["step"] <= t.step]
-    write_atomic(out / METRICS, "".join(json.dumps(r) + "\n" for r in rows))  # a kill here must not lose them
-    write_atomic(out / "config.json", json.dumps(meta["config"], indent=1) + "\n")
-    log.info("resumed %s at step %d (epoch %.2f)", out, t.step, t.epochs_done)
-
-
-def resolve_config(args) -> config.Config:
-    """The run's settings: --config and --set, or on --resume the run's config.json with --set on top."""
-    if not args.resume:
-        return config.load(args.config, args.overrides)
-    if args.config:
-        raise UserError("--resume continues with the run's own config.json; change settings with --set")
-    path = Path(args.out) / "config.json"
-    if not path.exists():
-        raise UserError(f"{args.out}: no run to resume (no config.json); start one without --resume")
-    return config.load(path, args.overrides)
-
-
 def make_optimizer(model: LeadLSTM, cfg: config.TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight matrices only (not biases, not the embedding)."""
     decay, rest = [], []
@@ -317,8 +324,10 @@ def make_optimizer(model: LeadLSTM, cfg: config.TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
 
 
-def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device) -> tuple[Trainer, Streams]:
-    """A fresh trainer (seeded model and optimizer) over `data`'s train split, and the validation streams."""
+def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device,
+          world: World = SINGLE) -> tuple[Trainer, Streams]:
+    """A fresh trainer (seeded model and optimizer) over `data`'s train split, and the validation streams;
+    under several processes each keeps its own rows of both."""
     tc = cfg.train
     seed_everything(tc.seed, device)
     train_seqs = data.sequences("train")
@@ -326,45 +335,62 @@ def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device) -> tu
         raise UserError("the cache has no training sequences; rebuild it with more MIDI files or another "
                         "data.split")
     model = LeadLSTM(ModelArgs(codec.VOCAB_SIZE, tc.embed, tc.hidden, tc.layers, tc.dropout)).to(device)
-    streams = Streams(train_seqs, tc.batch, tc.chunk, seed=tc.seed)
-    val = Streams(data.sequences("val", transposed=False), tc.batch, tc.chunk, shuffle=False)
-    return Trainer(model, make_optimizer(model, tc), streams, tc, device), val
+    rows = world.rows(tc.batch)
+    streams = Streams(train_seqs, tc.batch, tc.chunk, seed=tc.seed, rows=rows)
+    val = Streams(data.sequences("val", transposed=False), tc.batch, tc.chunk, shuffle=False, rows=rows)
+    if world.rank:  # the same weights everywhere, dropout masks of its own
+        torch.manual_seed(rank_seed(tc.seed, world.rank))
+    return Trainer(model, make_optimizer(model, tc), streams, tc, device, world), val
 
 
 def train(cfg: config.Config, data: cache_mod.Cache, out: str | Path, data_path: str | Path = "",
           resume: bool = False, progress: bool = True, extra: tuple = (), init: str | Path | None = None) -> Trainer:
     """Train (or resume) a run in directory `out`; `extra` callbacks are added after the standard ones.
 
-    `init`: a model directory whose weights a new run starts from (`leadline.training.warmstart`)."""
+    `init`: a model directory whose weights a new run starts from (`leadline.training.warmstart`).
+    Under torchrun this process joins the others (`leadline.training.distributed`)."""
     out = Path(out)
-    device = pick_device(cfg.train.device)
-    trainer, val = build(cfg, data, device)
-    meta = run_meta(cfg, data, data_path, trainer)
+    world, device = dist_mod.init(cfg.train.device, cfg.train.batch)
+    try:
+        trainer, val = build(cfg, data, device, world)
+        trainer.stop_reason = _fit(trainer, val, cfg, data, out, data_path, resume, progress, extra, init)
+    finally:
+        dist_mod.close(world)
+    return trainer
+
+
+def _fit(trainer: Trainer, val: Streams, cfg, data, out: Path, data_path, resume, progress, extra, init) -> str:
+    meta = rundir.run_meta(cfg, data, data_path, trainer)
     if init is not None and not resume:
         from leadline.training import warmstart
 
         meta["init"] = warmstart.load_into(trainer.model, init)
-        trainer.model.to(device)
+        trainer.model.to(trainer.device)
         log.info("starting from the weights of %s", init)
     if resume:
-        restore(trainer, out, meta)
-    else:
-        start_run_dir(out, cfg)
-    log.info("training %s on %s: %d train events, %d val events, %d steps planned", meta["model_args"],
-             device, trainer.data.n_events, val.n_events, trainer.total)
-    callbacks = [Validator(val), Metrics(out), Checkpointer(out, meta), LossPlot(out),
-                 Progress(progress), *extra]
-    trainer.stop_reason = trainer.fit(callbacks)
-    return trainer
+        rundir.restore(trainer, out, meta)
+    elif trainer.world.main:
+        rundir.start_run_dir(out, cfg)
+    t, tc = trainer, cfg.train
+    log.info("training %s on %s, %s: global batch %d streams x %d events (%d per process), lr %g; "
+             "%d train events, %d val events, %d steps planned", meta["model_args"], t.device, t.world.describe(),
+             tc.batch, tc.chunk, t.data.n_rows, tc.lr, t.data.n_events, val.n_events, t.total)
+    main = t.world.main
+    callbacks = [Validator(val), *([Metrics(out), LossPlot(out)] if main else []), Checkpointer(out, meta),
+                 Progress(progress and main), *extra]
+    return t.fit(callbacks)
 
 
 def run(args) -> int:
-    """`leadline train --data CACHE --out RUN [--resume | --init MODEL_DIR] [--config FILE] [--set k=v]`."""
-    cfg = resolve_config(args)
+    """`leadline train --data CACHE --out RUN [--resume | --init MODEL_DIR] [--config FILE] [--set k=v]`;
+    the same under `torchrun --nproc_per_node N` (rank 0 prints)."""
+    cfg = rundir.resolve_config(args)
     data = cache_mod.load(args.data)
     if args.init and args.resume:
         raise UserError("--init starts a new run from a model's weights; --resume continues a run: give one")
     t = train(cfg, data, args.out, data_path=args.data, resume=args.resume, init=args.init)
+    if not t.world.main:
+        return 0
     best = t.best["val_loss"]
     best_txt = f"best val {best / LN2:.4f} bits/event at step {t.best['step']}" if best is not None else "no val"
     print(f"{t.stop_reason} at step {t.step} (epoch {t.epochs_done:.2f}, {t.now_elapsed():.0f} s); {best_txt}")
