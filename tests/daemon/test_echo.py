@@ -2,24 +2,11 @@
 times with the shipped model): leadline's own messages coming back on its input are not the player's."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from leadline.bench.liverig import BAR, Rig, player_notes
 from leadline.daemon.codec import TICKS_PER_BEAT
 from leadline.daemon.echo import EchoGuard, slot
-from leadline.daemon.engine import CpuEngine, load_model
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 MS = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = CpuEngine(load_model(MODEL))
-    eng.warm_up()
-    return eng
 
 
 def test_an_echo_is_the_same_kind_channel_and_number_within_the_window():

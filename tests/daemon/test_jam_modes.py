@@ -6,23 +6,11 @@ CpuEngine on models/default; the song runs at 120 BPM from Start, tick 0 being t
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from leadline.bench import jam
 from leadline.bench.liverig import BAR, PLAYER_CH, START, Rig, per_bar, player_notes
 from leadline.daemon.codec import TICKS_PER_BEAT
-from leadline.daemon.engine import CpuEngine, load_model
-
-MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = CpuEngine(load_model(MODEL))
-    eng.warm_up()
-    return eng
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -13,19 +13,10 @@ import yaml
 
 from leadline.bench.liverig import Rig
 from leadline.daemon import config, configfile
-from leadline.daemon.engine import CpuEngine, load_model
 from leadline.daemon.learn import Learn
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = REPO / "models" / "default"
 S = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = CpuEngine(load_model(MODEL))
-    eng.warm_up()
-    return eng
 
 
 def test_learn_cc_maps_each_target_in_turn_at_once(engine, monkeypatch, caplog):

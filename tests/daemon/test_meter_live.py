@@ -3,23 +3,11 @@ the shipped model at synthetic times, 120 BPM unless said) (issue 17)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import pytest
-
-from leadline.bench.liverig import CLOCK, CONTINUE, PLAYER_CH, SPP, START, STOP, Rig, player_notes
+from leadline.bench.liverig import CLOCK, CONTINUE, PLAYER_CH, SPP, START, STOP, Rig
 from leadline.daemon.codec import TICKS_PER_BEAT as Q
-from leadline.daemon.engine import CpuEngine, load_model
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 BAR34 = 3 * Q
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = CpuEngine(load_model(MODEL))
-    eng.warm_up()
-    return eng
 
 
 def timed(rig: Rig) -> list[tuple[float, tuple]]:

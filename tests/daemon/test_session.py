@@ -10,18 +10,9 @@ import pytest
 from leadline.bench.liverig import BAR, Rig, player_notes
 from leadline.daemon import cli, config, midifile, replay, session
 from leadline.daemon.codec import Note
-from leadline.daemon.engine import CpuEngine, load_model
 from leadline.daemon.recording import Recorder
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 PHRASE = [(BAR + 12 * i, BAR + 12 * i + 10, p) for i, p in enumerate((64, 67, 69, 71))]
-
-
-@pytest.fixture(scope="module")
-def engine():
-    eng = CpuEngine(load_model(MODEL))
-    eng.warm_up()
-    return eng
 
 
 def test_a_take_holds_leadlines_notes_as_they_left():
