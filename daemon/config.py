@@ -119,17 +119,11 @@ class SamplingConfig:
         _range("sampling.repeat_penalty", self.repeat_penalty, 0.0, 20.0)
         _range("sampling.velocity_scale", self.velocity_scale, 0.0, 4.0)
         for key in ("low", "high"):
-            try:
-                note_number(getattr(self, key))
-            except ValueError as e:
-                raise ConfigError(f"sampling.{key}: {getattr(self, key)!r} ({e})") from None
+            _parsed(f"sampling.{key}", getattr(self, key), note_number)
         if note_number(self.low) >= note_number(self.high):
             raise ConfigError(f"sampling.low: {self.low!r} must be below sampling.high {self.high!r}")
         if self.key not in (None, "auto"):
-            try:
-                parse_key(self.key)
-            except ValueError as e:
-                raise ConfigError(f"sampling.key: {self.key!r} ({e})") from None
+            _parsed("sampling.key", self.key, parse_key)
 
 
 @dataclass(frozen=True)
@@ -161,10 +155,7 @@ class CountInConfig:
         _range("song.count_in.bars", self.bars, 0, 2)
         _range("song.count_in.channel", self.channel, 1, 16)
         _range("song.count_in.velocity", self.velocity, 1, 127)
-        try:
-            note_number(self.note)
-        except ValueError as e:
-            raise ConfigError(f"song.count_in.note: {self.note!r} ({e})") from None
+        _parsed("song.count_in.note", self.note, note_number)
 
 
 @dataclass(frozen=True)
@@ -174,10 +165,7 @@ class SongConfig:
     count_in: CountInConfig = field(default_factory=CountInConfig)
 
     def check(self) -> None:
-        try:
-            parse_meter(self.meter)
-        except ValueError as e:
-            raise ConfigError(f"song.meter: {self.meter!r} ({e})") from None
+        _parsed("song.meter", self.meter, parse_meter)
         if not isinstance(self.swing, str):
             _range("song.swing", self.swing, 0.5, 0.75)
         self.count_in.check()
@@ -293,6 +281,14 @@ class Config:
 def _range(key: str, value: Any, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
         raise ConfigError(f"{key}: {value!r} (must be between {lo} and {hi})")
+
+
+def _parsed(key: str, value: Any, parse) -> Any:
+    """`parse(value)`; a ValueError becomes the one-line ConfigError naming `key` and the value."""
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {value!r} ({e})") from None
 
 
 def _convert(key: str, tp: Any, value: Any) -> Any:
