@@ -11,6 +11,21 @@ Token stream, one token per model step:
     VEL v       v=0..15      velocity bin for the notes that follow (emitted only when it changes)
     NOTE p      p=24..107    a note at the cursor; always followed by its DUR
     DUR k       k=0..47      its duration, `DURATIONS[k]` ticks
+    BEND q      q=0..7       the next note is bent to `BEND_STEPS[q]` quarter tones (-2..+2 semitones)...
+    BAT a       a=0..4       ...reaching it `BEND_AT[a]` ticks after its onset (0: bent before it is struck)
+    REL r       r=0..1       ...and released back to its pitch at `RELEASE_AT[r]` of its duration
+    VIB d       d=1..2       the next note has vibrato of +-`VIB_DEPTH[d]` semitones, one cycle per `VIB_PERIOD` ticks
+A note's expression comes just before its NOTE, in the order [VEL] [BEND BAT [REL]] [VIB] NOTE DUR, and
+belongs to that one note: a sampler picks the pitch knowing how it will be bent (codec 2).
+
+Expression (codec 2), measured on the rock-o-net guitar tracks (bench/expression.py: 300 files, 337 tracks
+with pitch bends, 8,333 bent notes, each file's RPN 0 bend range honoured): 3.9 % of the notes of a track
+that bends are bent; the deepest point is +2 semitones (a whole-step bend) for 29 % of them, +1 for 14 %,
++0.5 for 13 %, and the same below (a release or dive: -2 17 %, -1 7 %), so BEND holds -2..+2 semitones in
+quarter tones (deeper whammy dives, 3 %, are clipped to 2 semitones); 30 % are bent before the note is struck
+(pre-bends), the rest reach the target after a median 6 ticks (a 16th; quartiles 5.6 and 12); 37 % come back
+within the note, at a median 73 % of it (quartiles 43 % and 93 %); vibrato (3+ turns of the bend in one note)
+is 4.6 % of bent notes, 0.4 to 2 semitones wide, a cycle per about 8 ticks at the median.
 
 Choices (measured on the lead lines of ../shared/data, 1.03 M notes, by bench/ingest.py):
 - grid 24 ticks/beat = one MIDI clock tick: holds 16ths (6), 32nds (3), 16th triplets (4), 32nd triplets (2);
@@ -32,7 +47,7 @@ import numpy as np
 
 from leadline.daemon.errors import UserError
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2
 TICKS_PER_BEAT = 24  # one MIDI clock tick per grid step
 
 MAX_SHIFT = 96
@@ -43,6 +58,11 @@ DURATIONS: tuple[int, ...] = tuple(
     list(range(1, 25)) + list(range(27, 49, 3)) + list(range(54, 97, 6)) + list(range(108, 193, 12))
 )
 MAX_DURATION = DURATIONS[-1]
+BEND_STEPS: tuple[int, ...] = (-4, -3, -2, -1, 1, 2, 3, 4)  # quarter tones
+BEND_AT: tuple[int, ...] = (0, 3, 6, 12, 24)  # ticks after the onset at which the bend is reached
+RELEASE_AT: tuple[float, ...] = (0.25, 0.75)  # share of the duration at which the bend is back at 0
+VIB_DEPTH: tuple[float, ...] = (0.0, 0.25, 0.5)  # semitones either side
+VIB_PERIOD = 8  # ticks per vibrato cycle (6 Hz at 120 BPM)
 
 # The vocabulary: one ordered table of ranges (kind, lo, hi), inclusive.
 RANGES: tuple[tuple[str, int, int], ...] = (
@@ -51,6 +71,10 @@ RANGES: tuple[tuple[str, int, int], ...] = (
     ("VEL", 0, VEL_BINS - 1),
     ("NOTE", PITCH_LO, PITCH_HI),
     ("DUR", 0, len(DURATIONS) - 1),
+    ("BEND", 0, len(BEND_STEPS) - 1),
+    ("BAT", 0, len(BEND_AT) - 1),
+    ("REL", 0, len(RELEASE_AT) - 1),
+    ("VIB", 1, len(VIB_DEPTH) - 1),
 )
 OFFSETS: dict[str, int] = {}
 _off = 0
@@ -68,7 +92,8 @@ for _i, (_kind, _lo, _hi) in enumerate(RANGES):
     _o = OFFSETS[_kind]
     TOKEN_KIND[_o:_o + _hi - _lo + 1] = _i
     TOKEN_VALUE[_o:_o + _hi - _lo + 1] = np.arange(_lo, _hi + 1)
-K_BOS, K_SHIFT, K_VEL, K_NOTE, K_DUR = range(len(KINDS))
+K_BOS, K_SHIFT, K_VEL, K_NOTE, K_DUR, K_BEND, K_BAT, K_REL, K_VIB = range(len(KINDS))
+EXPRESSION_KINDS = (K_BEND, K_BAT, K_REL, K_VIB)
 BOS = OFFSETS["BOS"]
 # duration in ticks -> nearest DUR index (ties go to the shorter); index MAX_DURATION covers the cut.
 _DUR_ARR = np.array(DURATIONS)
@@ -81,12 +106,18 @@ class CodecError(UserError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """One note: onset and duration in grid ticks, MIDI pitch and velocity."""
+    """One note: onset and duration in grid ticks, MIDI pitch and velocity; its expression (codec 2): a bend
+    to `bend` quarter tones (0: none) reached `bend_at` ticks after the onset (a BEND_AT value), released at
+    RELEASE_AT[release - 1] of the duration (0: held), and vibrato of depth VIB_DEPTH[vibrato] (0: none)."""
 
     onset: int
     duration: int
     pitch: int
     velocity: int
+    bend: int = 0
+    bend_at: int = 0
+    release: int = 0
+    vibrato: int = 0
 
     def __post_init__(self) -> None:
         if self.onset < 0:
@@ -97,6 +128,20 @@ class Note:
             raise CodecError(f"note pitch must be 0..127, got {self.pitch}")
         if not 1 <= self.velocity <= 127:
             raise CodecError(f"note velocity must be 1..127, got {self.velocity}")
+        if self.bend and self.bend not in BEND_STEPS or self.bend_at not in BEND_AT:
+            raise CodecError(f"note bend must be 0 or one of {BEND_STEPS} quarter tones reached at one of {BEND_AT} "
+                             f"ticks, got {self.bend} at {self.bend_at}")
+        if not 0 <= self.release <= len(RELEASE_AT) or not 0 <= self.vibrato < len(VIB_DEPTH):
+            raise CodecError(f"note release must be 0..{len(RELEASE_AT)} and vibrato 0..{len(VIB_DEPTH) - 1}, "
+                             f"got {self.release} and {self.vibrato}")
+
+    @property
+    def expressive(self) -> bool:
+        return bool(self.bend or self.vibrato)
+
+    def plain(self) -> "Note":
+        """This note without its expression."""
+        return Note(self.onset, self.duration, self.pitch, self.velocity) if self.expressive else self
 
     @property
     def end(self) -> int:
@@ -192,8 +237,22 @@ def encode(notes: Iterable[Note], start: int = 0, bos: bool = True) -> list[int]
         if b != vel:
             out.append(OFFSETS["VEL"] + b)
             vel = b
-        out.append(OFFSETS["NOTE"] + fold_pitch(n.pitch) - PITCH_LO)
-        out.append(OFFSETS["DUR"] + int(DUR_INDEX[min(n.duration, MAX_DURATION)]))
+        out.extend(note_tokens(n))
+    return out
+
+
+def note_tokens(n: Note) -> list[int]:
+    """The tokens of one note after its SHIFTs and VEL: its expression, NOTE and DUR."""
+    out = []
+    if n.bend:
+        out.append(OFFSETS["BEND"] + BEND_STEPS.index(n.bend))
+        out.append(OFFSETS["BAT"] + BEND_AT.index(n.bend_at))
+        if n.release:
+            out.append(OFFSETS["REL"] + n.release - 1)
+    if n.vibrato:
+        out.append(OFFSETS["VIB"] + n.vibrato - 1)
+    out.append(OFFSETS["NOTE"] + fold_pitch(n.pitch) - PITCH_LO)
+    out.append(OFFSETS["DUR"] + int(DUR_INDEX[min(n.duration, MAX_DURATION)]))
     return out
 
 
@@ -206,43 +265,91 @@ def shift_tokens(ticks: int) -> list[int]:
 def representable(n: Note) -> bool:
     """True when `n` survives encode/decode unchanged."""
     return (PITCH_LO <= n.pitch <= PITCH_HI and n.duration in DURATIONS
-            and n.velocity == bin_velocity(velocity_bin(n.velocity)))
+            and n.velocity == bin_velocity(velocity_bin(n.velocity)) and (n.bend or not (n.bend_at or n.release)))
 
 
 class Decoder:
     """Streams tokens back into notes; feed one token at a time (the daemon) or use `decode` (offline).
 
-    A NOTE waits for its DUR; a DUR without a NOTE, or a NOTE followed by anything but DUR, is dropped
-    and counted in `errors` (a sampled sequence can be ill-formed; the daemon never raises on it).
+    A NOTE waits for its DUR, expression tokens for their NOTE; a DUR without a NOTE, a NOTE followed by
+    anything but DUR, or expression out of its order ([BEND BAT [REL]] [VIB] NOTE) is dropped and counted in
+    `errors` (a sampled sequence can be ill-formed; the daemon never raises on it). `mid_note` is True
+    between a note's first expression token and its DUR: nothing else may be fed in between.
     """
 
-    __slots__ = ("cursor", "velocity", "pending", "errors")
+    __slots__ = ("cursor", "velocity", "pending", "errors", "bend", "bend_at", "release", "vibrato", "_last")
 
     def __init__(self, start: int = 0, velocity: int = 80) -> None:
         self.cursor = start
         self.velocity = velocity
         self.pending = -1  # pitch waiting for its DUR
         self.errors = 0
+        self.bend = self.bend_at = self.release = self.vibrato = 0
+        self._last = K_BOS  # kind of the last token fed
+
+    @property
+    def mid_note(self) -> bool:
+        return self.pending >= 0 or self._last in EXPRESSION_KINDS
 
     def feed(self, tok: int) -> Note | None:
         kind, value = TOKEN_KIND[tok], int(TOKEN_VALUE[tok])
+        last, self._last = self._last, kind
         if kind == K_DUR:
             if self.pending < 0:
                 self.errors += 1
                 return None
-            note = Note(self.cursor, DURATIONS[value], self.pending, self.velocity)
+            note = Note(self.cursor, DURATIONS[value], self.pending, self.velocity,
+                        self.bend, self.bend_at, self.release, self.vibrato)
             self.pending = -1
+            self.bend = self.bend_at = self.release = self.vibrato = 0
             return note
         if self.pending >= 0:
             self.errors += 1
             self.pending = -1
+        if kind in EXPRESSION_KINDS:
+            if not _EXPRESSION_AFTER[kind][last]:
+                self.errors += 1
+                self._clear()
+                self._last = K_BOS if kind in (K_BAT, K_REL) else kind
+                if kind == K_BEND:
+                    self.bend, self.bend_at = BEND_STEPS[value], 0
+                elif kind == K_VIB:
+                    self.vibrato = value
+                return None
+            if kind == K_BEND:
+                self.bend = BEND_STEPS[value]
+            elif kind == K_BAT:
+                self.bend_at = BEND_AT[value]
+            elif kind == K_REL:
+                self.release = value + 1
+            else:
+                self.vibrato = value
+            return None
         if kind == K_NOTE:
+            if last == K_BEND:  # a BEND without its BAT: the note is played plain
+                self.errors += 1
+                self._clear()
             self.pending = value
-        elif kind == K_SHIFT:
+            return None
+        if last in EXPRESSION_KINDS:  # expression not followed by its note
+            self.errors += 1
+            self._clear()
+        if kind == K_SHIFT:
             self.cursor += value
         elif kind == K_VEL:
             self.velocity = bin_velocity(value)
         return None
+
+    def _clear(self) -> None:
+        self.bend = self.bend_at = self.release = self.vibrato = 0
+
+
+# _EXPRESSION_AFTER[kind][previous kind]: True where the expression token `kind` may follow
+_EXPRESSION_AFTER = {k: np.zeros(len(KINDS), bool) for k in EXPRESSION_KINDS}
+_EXPRESSION_AFTER[K_BEND][[K_BOS, K_SHIFT, K_VEL, K_DUR]] = True
+_EXPRESSION_AFTER[K_BAT][K_BEND] = True
+_EXPRESSION_AFTER[K_REL][K_BAT] = True
+_EXPRESSION_AFTER[K_VIB][[K_BOS, K_SHIFT, K_VEL, K_DUR, K_BAT, K_REL]] = True
 
 
 def decode(tokens: Iterable[int], start: int = 0) -> list[Note]:
@@ -250,3 +357,79 @@ def decode(tokens: Iterable[int], start: int = 0) -> list[Note]:
     d = Decoder(start)
     return [n for n in map(d.feed, map(int, tokens)) if n is not None]
 
+
+
+# --- expression <-> pitch bend ------------------------------------------------------------------------
+
+def bend_curve(n: Note) -> list[tuple[int, float]]:
+    """The pitch bend of note `n` as (tick after its onset, semitones) points on the tick grid, one per tick
+    where it moves; empty for a plain note. The bend is the channel's: the caller recentres it after the
+    note (a plain note that follows is played at its pitch, not bent)."""
+    if not n.expressive:
+        return []
+    dur = n.duration
+    target = n.bend / 2.0
+    reach = min(n.bend_at, max(dur - 1, 0))
+    back = max(int(round(RELEASE_AT[n.release - 1] * dur)), reach + 1) if n.release else dur
+    depth = VIB_DEPTH[n.vibrato]
+    vib_from = max(reach, dur // 4) if n.vibrato else dur
+    points = []
+    for t in range(dur):
+        if t < reach:
+            b = target * t / reach
+        elif t < back:
+            b = target
+        else:
+            b = 0.0
+        if t >= vib_from and (t < back or not n.release):
+            x = (t - vib_from) % VIB_PERIOD / VIB_PERIOD  # a triangle wave: 0, +depth, 0, -depth, 0
+            b += depth * (4 * x if x < 0.25 else 2 - 4 * x if x < 0.75 else 4 * x - 4)
+        if not points or abs(points[-1][1] - b) > 1e-9:
+            points.append((t, round(b, 4)))
+    if points and points[0][0] != 0:
+        points.insert(0, (0, 0.0))
+    return points
+
+
+def expression_from_bends(onset: np.ndarray, end: np.ndarray, tick: np.ndarray, semis: np.ndarray,
+                          min_depth: float = 0.2) -> np.ndarray:
+    """Each note's expression (columns bend, bend_at, release, vibrato; int8) from a part's pitch bend:
+    `tick` (grid ticks, sorted) and `semis` (semitones from the note's pitch) of its bend messages.
+
+    A note is bent when the bend in force at its onset or any bend during it reaches `min_depth` semitones:
+    3+ turns of direction inside it, no more than 1.2 semitones wide, are vibrato (depth: the nearer of
+    VIB_DEPTH); otherwise the deepest point, rounded to a quarter tone and clipped to +-2 semitones, is the bend,
+    reached before the onset (a pre-bend) or after the nearest BEND_AT ticks, and released when the bend is
+    back under `min_depth` after its deepest point and before the note ends (the nearer of RELEASE_AT)."""
+    out = np.zeros((len(onset), 4), np.int8)
+    if not len(tick):
+        return out
+    at_arr, rel_arr = np.array(BEND_AT[1:]), np.array(RELEASE_AT)
+    lo = np.searchsorted(tick, onset, "right")
+    hi = np.searchsorted(tick, end, "left")
+    for i in range(len(onset)):
+        a, b = lo[i], hi[i]
+        before = float(semis[a - 1]) if a > 0 else 0.0
+        seg, times = semis[a:b], tick[a:b]
+        vals = np.r_[before, seg]
+        if not len(vals) or np.max(np.abs(vals)) < min_depth:
+            continue
+        d = np.diff(seg)
+        sgn = np.sign(d[d != 0])
+        turns = int(np.sum(sgn[1:] != sgn[:-1])) if len(sgn) > 1 else 0
+        if turns >= 3 and np.ptp(seg) <= 2.4 and abs(before) < min_depth:
+            out[i, 3] = 1 + int(np.ptp(seg) / 2 > (VIB_DEPTH[1] + VIB_DEPTH[2]) / 2)
+            continue
+        k = int(np.argmax(np.abs(vals)))
+        q = int(np.clip(np.round(vals[k] * 2), -4, 4)) or (1 if vals[k] > 0 else -1)
+        if abs(before) >= min_depth:
+            at = 0
+        else:
+            at = int(at_arr[np.argmin(np.abs(at_arr - (times[k - 1] - onset[i])))])
+        rel = 0
+        if k < len(vals) - 1 and abs(vals[-1]) < min_depth:
+            back = np.flatnonzero(np.abs(vals[k:]) < min_depth)[0] + k
+            share = (times[back - 1] - onset[i]) / max(end[i] - onset[i], 1)
+            rel = 1 + int(np.argmin(np.abs(rel_arr - share)))
+        out[i, :3] = q, at, rel
+    return out

@@ -127,6 +127,17 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class ExpressionConfig:
+    mode: Literal["off", "bends", "full"] = "full"  # full: bends and vibrato; bends: no vibrato; off: plain notes
+    bend_range: int = 2  # semitones a full pitch bend moves (sent as RPN 0 at start and after a reconnect)
+    depth: float = 1.0  # bends and vibrato scaled by this (1: as the model plays them); control.expression_cc
+
+    def check(self) -> None:
+        _range("expression.bend_range", self.bend_range, 1, 24)
+        _range("expression.depth", self.depth, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class RespondConfig:
     after_beats: float = 1.0
     bars: int = 2
@@ -182,11 +193,13 @@ class ControlConfig:
     learn_timeout_s: float = 10.0  # MIDI learn: a target with no control moved within this is skipped
     meter_cc: Optional[int] = 25
     echo_cc: Optional[int] = 26
+    expression_cc: Optional[int] = 27
 
     def check(self) -> None:
         _range("control.channel", self.channel, 0, 16)
         _range("control.learn_timeout_s", self.learn_timeout_s, 1.0, 600.0)
-        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc", "meter_cc", "echo_cc"):
+        for key in ("temperature_cc", "mode_cc", "enable_cc", "panic_cc", "learn_cc", "meter_cc", "echo_cc",
+                    "expression_cc"):
             v = getattr(self, key)
             if v is not None:
                 _range(f"control.{key}", v, 0, 119)
@@ -242,6 +255,7 @@ class TrainConfig:
     max_steps: int = 0  # 0 = no limit
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    harmony_dropout: float = 0.3  # share of training rows a chunk sees with no backing
 
     def check(self) -> None:
         for key, lo, hi in (("embed", 1, 4096), ("hidden", 1, 8192), ("layers", 1, 16),
@@ -249,6 +263,7 @@ class TrainConfig:
                             ("patience", 1, 1000), ("max_steps", 0, 10**9)):
             _range(f"train.{key}", getattr(self, key), lo, hi)
         _range("train.dropout", self.dropout, 0.0, 0.9)
+        _range("train.harmony_dropout", self.harmony_dropout, 0.0, 1.0)
         _range("train.lr", self.lr, 1e-7, 1.0)
         _range("train.clip", self.clip, 0.0, 1e6)
 
@@ -261,6 +276,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     seed: SeedConfig = field(default_factory=SeedConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    expression: ExpressionConfig = field(default_factory=ExpressionConfig)
     respond: RespondConfig = field(default_factory=RespondConfig)
     trade: TradeConfig = field(default_factory=TradeConfig)
     song: SongConfig = field(default_factory=SongConfig)

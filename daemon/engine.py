@@ -21,13 +21,13 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ortc
 
-from leadline.daemon import codec
+from leadline.daemon import codec, harmony
 from leadline.daemon.config import EngineConfig
 from leadline.daemon.errors import UserError
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("events", "h", "c")  # the ONNX contract (training/export.py, which the daemon must not import)
+INPUTS = ("events", "harmony", "h", "c")  # the ONNX contract (training/export.py, which the daemon must not import)
 OUTPUTS = ("logits", "h_out", "c_out")
 CUDA = "CUDAExecutionProvider"
 # onnxruntime's pybind exceptions derive from Exception, not RuntimeError; these are the ones a bad file
@@ -124,11 +124,13 @@ def _check_onnx(info: ModelInfo, sess: ort.InferenceSession) -> None:
         raise UserError(f"{info.onnx}: graph has inputs {sorted(ins)} and outputs {sorted(outs)}, expected "
                         f"{list(INPUTS)} -> {list(OUTPUTS)}; re-export the model with `leadline export`")
     shapes = [ins["events"].type == "tensor(int64)", ins["h"].type == ins["c"].type == "tensor(float)",
+              ins["harmony"].type == "tensor(float)" and ins["harmony"].shape[-1] == harmony.N_FEATURES,
               outs["logits"].shape[-1] == codec.VOCAB_SIZE,
               [ins["h"].shape[0], ins["h"].shape[2]] == [info.layers, info.hidden]]
     if not all(shapes):
         raise UserError(f"{info.onnx}: input/output types or shapes differ from the contract (events int64, "
-                        f"h/c float32 (layers, batch, hidden), logits (batch, time, {codec.VOCAB_SIZE})); "
+                        f"harmony float32 (batch, time, {harmony.N_FEATURES}), h/c float32 (layers, batch, hidden), logits "
+                        f"(batch, time, {codec.VOCAB_SIZE})); "
                         f"re-export the model")
 
 
@@ -167,22 +169,33 @@ class _Engine:
 
     A subclass sets info, batch, _window_session and defines step, step_batch, _get_state, _put_state."""
 
-    def prime(self, tokens) -> np.ndarray:
+    harmony_code = harmony.NONE
+
+    def prime(self, tokens, harmony_codes=None) -> np.ndarray:
         """Reset, then run the window `tokens` in one run (time axis T); every row gets the window's state.
 
         Returns the logits (vocab,) after the window's last token."""
-        logits, h, c = self.run_window(tokens)
+        logits, h, c = self.run_window(tokens, harmony_codes)
         self._put_state(h, c)
         return logits[-1]
 
-    def run_window(self, tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits (T, vocab), h, c of the window `tokens` from a zero state; the engine's state is untouched."""
+    def run_window(self, tokens, harmony_codes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits (T, vocab), h, c of the window `tokens` from a zero state, the backing's harmony codes beside
+        them (None: the harmony now set, `set_harmony`); the engine's state is untouched."""
         events = np.asarray(tokens, np.int64).reshape(1, -1)
         if events.size == 0:
             raise ValueError("a window needs at least one token (BOS for a fresh start)")
+        codes = np.full(events.shape, self.harmony_code, np.int64) if harmony_codes is None else harmony_codes
+        harm = harmony.features(np.asarray(codes).reshape(events.shape))
         zero = np.zeros(self.info.state_shape(1), np.float32)
-        logits, h, c = self._window_session.run(None, {"events": events, "h": zero, "c": zero})
+        logits, h, c = self._window_session.run(None, {"events": events, "harmony": harm, "h": zero, "c": zero})
         return logits[0], h, c
+
+    def set_harmony(self, code: int) -> None:
+        """The backing's harmony (a daemon/harmony.py code) that every following step hears, until set again."""
+        if code != self.harmony_code:
+            self.harmony_code = code
+            self._put_harmony(harmony.features(np.full((self.batch, 1), code)))
 
     def reset(self) -> None:
         """A fresh (zero) state, as after BOS with no history."""
@@ -218,12 +231,13 @@ class CpuEngine(_Engine):
         self.session = self._window_session = session(info.onnx, cpu_options(threads, spin),
                                                       ["CPUExecutionProvider"])
         self._events = np.zeros((batch, 1), np.int64)
+        self._harm = np.zeros((batch, 1, harmony.N_FEATURES), np.float32)
         self._h = [np.zeros(info.state_shape(batch), np.float32) for _ in range(2)]
         self._c = [np.zeros(info.state_shape(batch), np.float32) for _ in range(2)]
         self._logits = np.zeros((batch, 1, info.vocab), np.float32)
         self._row, self._rows = self._logits[0, 0], self._logits[:, 0]
         ov = ort.OrtValue.ortvalue_from_numpy  # on the CPU an OrtValue shares the numpy array's memory
-        self._bindings = [_binding(self.session, ov(self._events), (ov(self._h[a]), ov(self._c[a])),
+        self._bindings = [_binding(self.session, ov(self._events), ov(self._harm), (ov(self._h[a]), ov(self._c[a])),
                                    (ov(self._logits), ov(self._h[1 - a]), ov(self._c[1 - a]))) for a in (0, 1)]
         self._run = self.session.run_with_iobinding
         self._cur = 0  # the buffer set holding the current state
@@ -249,15 +263,19 @@ class CpuEngine(_Engine):
     def _get_state(self) -> tuple[np.ndarray, np.ndarray]:
         return self._h[self._cur].copy(), self._c[self._cur].copy()
 
+    def _put_harmony(self, features: np.ndarray) -> None:
+        self._harm[...] = features  # the bound buffer itself
+
     def _put_state(self, h, c) -> None:
         self._cur = 0
         self._h[0][...] = h
         self._c[0][...] = c
 
 
-def _binding(sess: ort.InferenceSession, events, state_in, outputs) -> ort.IOBinding:
+def _binding(sess: ort.InferenceSession, events, harm, state_in, outputs) -> ort.IOBinding:
     b = sess.io_binding()
     b.bind_ortvalue_input("events", events)
+    b.bind_ortvalue_input("harmony", harm)
     b.bind_ortvalue_input("h", state_in[0])
     b.bind_ortvalue_input("c", state_in[1])
     for name, value in zip(OUTPUTS, outputs):
@@ -284,11 +302,12 @@ class CudaGraphEngine(_Engine):
         dev = ("cuda", device_id)
         self._tok = np.zeros((batch, 1), np.int64)  # host side of the bound token input
         self._events = ort.OrtValue.ortvalue_from_numpy(self._tok, *dev)
+        self._harm = ort.OrtValue.ortvalue_from_numpy(np.zeros((batch, 1, harmony.N_FEATURES), np.float32), *dev)
         zero = np.zeros(info.state_shape(batch), np.float32)
         self._h = [ort.OrtValue.ortvalue_from_numpy(zero, *dev) for _ in range(2)]
         self._c = [ort.OrtValue.ortvalue_from_numpy(zero, *dev) for _ in range(2)]
         self._logits = ort.OrtValue.ortvalue_from_shape_and_type((batch, 1, info.vocab), np.float32, *dev)
-        self._bindings = [_binding(self.session, self._events, (self._h[a], self._c[a]),
+        self._bindings = [_binding(self.session, self._events, self._harm, (self._h[a], self._c[a]),
                                    (self._logits, self._h[1 - a], self._c[1 - a])) for a in (0, 1)]
         self._options = [ort.RunOptions(), ort.RunOptions()]
         if graph:  # one captured graph per buffer set; id 0 is reserved by onnxruntime, -1 means no graph
@@ -319,6 +338,9 @@ class CudaGraphEngine(_Engine):
 
     def _get_state(self) -> tuple[np.ndarray, np.ndarray]:
         return self._h[self._cur].numpy(), self._c[self._cur].numpy()
+
+    def _put_harmony(self, features: np.ndarray) -> None:
+        self._harm.update_inplace(np.ascontiguousarray(features, np.float32))  # same device buffer: graph-safe
 
     def _put_state(self, h, c) -> None:
         shape = self.info.state_shape(self.batch)

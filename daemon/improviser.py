@@ -102,9 +102,9 @@ class Improviser:
 
         A phrase in progress goes on from where the state now is (duet, trade). Notes heard while
         leadline's own note is half sampled (NOTE without its DUR) wait for that note to complete, so the
-        token stream stays well formed."""
+        token stream stays well formed (a note's expression tokens count as half sampled too)."""
         d = self.decoder
-        if d is not None and d.pending >= 0:
+        if d is not None and d.mid_note:
             self.waiting.extend(notes)
             del self.waiting[:-MAX_WAITING]
             return
@@ -121,8 +121,8 @@ class Improviser:
             b = codec.velocity_bin(n.velocity)
             if b != self.velocity_bin:
                 self._advance(codec.OFFSETS["VEL"] + b)
-            self._advance(codec.OFFSETS["NOTE"] + codec.fold_pitch(n.pitch) - codec.PITCH_LO)
-            self._advance(codec.OFFSETS["DUR"] + int(codec.DUR_INDEX[min(n.duration, codec.MAX_DURATION)]))
+            for tok in codec.note_tokens(n):  # the player's bends too, when the input carries them
+                self._advance(tok)
 
     # --- playing ---------------------------------------------------------------------------------------
     def begin(self, start: int, end: int, fill: bool = False) -> None:
@@ -137,7 +137,7 @@ class Improviser:
     def catch_up(self, tick: int) -> None:
         """A phrase whose generation fell behind `tick` rests up to it (nothing is played in the past)."""
         d = self.decoder
-        if d is not None and d.cursor < tick and d.pending < 0:
+        if d is not None and d.cursor < tick and not d.mid_note:
             for tok in codec.shift_tokens(tick - d.cursor):
                 self._advance(tok)
             d.cursor = self.cursor = tick

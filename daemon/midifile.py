@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -67,13 +67,22 @@ class Track:
     duration: np.ndarray
     pitch: np.ndarray
     velocity: np.ndarray
+    # each note's expression from the part's pitch bend (codec.expression_from_bends): (n, 4) int8 columns
+    # bend, bend_at, release, vibrato; None when the part has no pitch bend
+    expression: np.ndarray | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.onset)
 
     def notes(self) -> list[Note]:
         """The notes as codec `Note`s, in time order (built on each call)."""
-        return [Note(*map(int, v)) for v in zip(self.onset, self.duration, self.pitch, self.velocity)]
+        cols = (self.onset, self.duration, self.pitch, self.velocity)
+        if self.expression is not None:
+            cols += tuple(self.expression.T)
+        return [Note(*map(int, v)) for v in zip(*cols)]
+
+    def expression_or_zeros(self) -> np.ndarray:
+        return self.expression if self.expression is not None else np.zeros((len(self), 4), np.int8)
 
     def polyphony(self) -> float:
         """Mean notes per onset: 1.0 for a single-note line, about 3 for power chords."""
@@ -250,7 +259,32 @@ def _grid_track(track, ppq: int) -> Track:
     order = np.lexsort((pitch, onset))
     cols = (onset[order], duration[order], pitch[order], vel[order])
     return Track(str(track.name).replace("\x00", "").strip(), int(track.program), bool(track.is_drum),
-                 *(c.astype(np.int32) for c in cols))
+                 *(c.astype(np.int32) for c in cols), _expression(track, ppq, cols[0], cols[0] + cols[1]))
+
+
+def _expression(track, ppq: int, onset: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """The notes' expression from the track's pitch-bend messages, scaled by its bend range (None: no bends)."""
+    bends = track.pitch_bends.numpy()
+    if not len(bends["time"]) or not np.any(bends["value"]):
+        return None
+    tick = codec.file_ticks_to_grid(bends["time"].astype(np.int64), ppq)
+    semis = bends["value"].astype(np.float64) / 8192.0 * bend_range(track)
+    return codec.expression_from_bends(onset, end, tick, semis)
+
+
+def bend_range(track) -> float:
+    """The pitch-bend range in semitones a symusic track sets with RPN 0 (CC 101 = 0, CC 100 = 0, then data
+    entry CC 6 = semitones, CC 38 = cents), the first one it sets; 2 (the GM default) when it sets none."""
+    c = track.controls.numpy()
+    msb = lsb = -1
+    for number, value in zip(c["number"].tolist(), c["value"].tolist()):
+        if number == 101:
+            msb = value
+        elif number == 100:
+            lsb = value
+        elif number == 6 and msb == 0 and lsb == 0:
+            return float(value) if value > 0 else 2.0
+    return 2.0
 
 
 # --- choosing the lead -----------------------------------------------------------------------------
@@ -273,7 +307,7 @@ def pick_lead(tracks: Sequence[Track], data_cfg: DataConfig) -> Lead | None:
     chosen = [best]
     for track in tracks:
         if (track is not best and best.name and track.name == best.name and track.program == best.program
-                and not track.is_drum and not _doubles(track, chosen)
+                and not track.is_drum and not doubles(track, chosen)
                 and _merge(chosen + [track]).polyphony() <= data_cfg.max_polyphony):
             chosen.append(track)
     return Lead(tuple(chosen), _merge(chosen))
@@ -289,7 +323,7 @@ def pick_phrase(tracks: Sequence[Track], data_cfg: DataConfig) -> Track | None:
     lead = pick_lead(tracks, data_cfg)
     if lead is not None:
         return lead.line
-    pitched = [t for t in tracks if len(t) and not t.is_drum and not _has(t.name.lower(), DRUM_WORDS)]
+    pitched = [t for t in tracks if len(t) and not t.is_drum and not has_words(t.name.lower(), DRUM_WORDS)]
     return max(pitched, key=len, default=None)  # the first of the busiest
 
 
@@ -298,15 +332,18 @@ def _merge(tracks: Sequence[Track]) -> Track:
     if len(tracks) == 1:
         return tracks[0]
     cols = [np.concatenate([getattr(t, c) for t in tracks]) for c in ("onset", "duration", "pitch", "velocity")]
+    expr = (np.concatenate([t.expression_or_zeros() for t in tracks])
+            if any(t.expression is not None for t in tracks) else None)
     order = np.lexsort((-cols[1], cols[2], cols[0]))
     onset, duration, pitch, velocity = (c[order] for c in cols)
     keep = np.ones(len(onset), bool)
     keep[1:] = (onset[1:] != onset[:-1]) | (pitch[1:] != pitch[:-1])
     t = tracks[0]
-    return Track(t.name, t.program, t.is_drum, onset[keep], duration[keep], pitch[keep], velocity[keep])
+    return Track(t.name, t.program, t.is_drum, onset[keep], duration[keep], pitch[keep], velocity[keep],
+                 None if expr is None else expr[order][keep])
 
 
-def _doubles(track: Track, others: Sequence[Track], slack: int = 2) -> bool:
+def doubles(track: Track, others: Sequence[Track], slack: int = 2) -> bool:
     """True when most notes of `track` double a note of `others` (same pitch, onset within `slack`)."""
     ref = _merge(others)
     keys = np.sort(ref.pitch.astype(np.int64) << 32 | ref.onset)
@@ -318,16 +355,16 @@ def _doubles(track: Track, others: Sequence[Track], slack: int = 2) -> bool:
 def _rank(track: Track, cfg: DataConfig) -> tuple | None:
     """Sort key of a lead candidate (bigger is better), None when `track` is not one."""
     name = track.name.lower()
-    if track.is_drum or not len(track) or _has(name, EXCLUDE_WORDS):
+    if track.is_drum or not len(track) or has_words(name, EXCLUDE_WORDS):
         return None
-    guitar = track.program in cfg.programs or _has(name, GUITAR_WORDS)
-    named = _has(name, cfg.name_patterns)
+    guitar = track.program in cfg.programs or has_words(name, GUITAR_WORDS)
+    named = has_words(name, cfg.name_patterns)
     fallback = track.program in cfg.fallback_programs if cfg.fallback_programs else named
     if not (guitar or fallback) or track.polyphony() > cfg.max_polyphony:
         return None
-    return (len(track) >= cfg.min_notes, guitar, _has(name, LEAD_WORDS), not _has(name, RHYTHM_WORDS),
+    return (len(track) >= cfg.min_notes, guitar, has_words(name, LEAD_WORDS), not has_words(name, RHYTHM_WORDS),
             named, len(track))
 
 
-def _has(name: str, words: Sequence[str]) -> bool:
+def has_words(name: str, words: Sequence[str]) -> bool:
     return any(w.lower() in name for w in words)

@@ -72,7 +72,7 @@ def run(args) -> int:
     cfg = config.load(args.config, overrides)
     phrase = player_phrase(args.input, cfg.data)
     engine = make_engine(cfg.engine)
-    sampler = Sampler(cfg.sampling, seed=args.seed)
+    sampler = Sampler(cfg.sampling, seed=args.seed, expression=cfg.expression.mode)
     imp = Improviser(engine, sampler, cfg.seed.window, cfg.sampling.echo_player)
     bars = args.bars or cfg.respond.bars
     notes = answer(imp, phrase, cfg.respond.after_beats, bars, sampler, cfg.sampling.key == "auto")

@@ -74,7 +74,7 @@ def rebuild(header: dict, model: str | None) -> tuple[Live, Output, str]:
     engine = make_engine(cfg.engine, load_model(Path(path)))
     state, t0 = header.get("state", {}), header.get("t0", 0)
     out = Output(t0)
-    live = Live(cfg, engine, Sampler(cfg.sampling, seed=header.get("seed")), send=out.send)
+    live = Live(cfg, engine, Sampler(cfg.sampling, seed=header.get("seed"), expression=cfg.expression.mode), send=out.send)
     live.use_frame_output(out)
     imp = live.improviser
     imp.window = deque(state.get("window", []), maxlen=cfg.seed.window)

@@ -2,7 +2,9 @@
 top-p; key estimation.
 
 Masks are built once (again only when the key changes) as additive biases (0 or -inf) over the vocabulary:
-- grammar: after a NOTE only its DUR may follow; a DUR never comes anywhere else; BOS is never sampled;
+- grammar: after a NOTE only its DUR may follow; a DUR never comes anywhere else; BOS is never sampled; a note's
+  expression keeps its order ([BEND BAT [REL]] [VIB] NOTE: after BEND only BAT, after VIB only a NOTE, ...) and
+  `expression` mode ("full", "bends": no VIB, "off": no expression) removes what is off;
 - range: NOTE tokens outside `sampling.low..high` are masked;
 - key: NOTE tokens whose pitch class is outside the scale are masked (`set_key`, or none).
 Repetition control, a third additive bias over the NOTE tokens, rebuilt once per onset: the pitches of the
@@ -34,7 +36,7 @@ KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.
 class Sampler:
     """Draws tokens that keep the codec's grammar, the note range and (optionally) a key."""
 
-    def __init__(self, cfg: SamplingConfig, seed: int | None = None) -> None:
+    def __init__(self, cfg: SamplingConfig, seed: int | None = None, expression: str = "full") -> None:
         self.rng = np.random.default_rng(cfg.seed if seed is None else seed)
         self.low, self.high = note_number(cfg.low), note_number(cfg.high)
         self.temperature, self.top_p = cfg.temperature, cfg.top_p
@@ -44,6 +46,8 @@ class Sampler:
         self._keep = np.empty(v, bool)
         self._after_note = np.where(_IS_DUR, 0.0, -np.inf)
         self._other = np.empty(v)
+        self._after = [self._other] * len(codec.KINDS)  # the grammar's mask after each kind of token
+        self.expression = expression
         self.repeat_penalty = cfg.repeat_penalty
         self._penalty = np.zeros(v)  # the repetition bias, 0 or negative on NOTE tokens
         self._penalise = False
@@ -67,9 +71,20 @@ class Sampler:
             in_scale = np.zeros(12, bool)
             in_scale[[(tonic + i) % 12 for i in intervals]] = True
             allowed &= in_scale[_PITCH % 12]
-        ok = allowed | ~(_IS_NOTE | _IS_DUR)
+        kind = codec.TOKEN_KIND
+        bend, vib = self.expression != "off", self.expression == "full"
+        note = np.where(allowed, 0.0, -np.inf)  # only a NOTE (in range and key)
+        vib_or_note = np.where(allowed | ((kind == codec.K_VIB) & vib), 0.0, -np.inf)
+        ok = allowed | ~(_IS_NOTE | _IS_DUR | np.isin(kind, codec.EXPRESSION_KINDS))
+        ok |= (kind == codec.K_BEND) & bend | (kind == codec.K_VIB) & vib
         ok[codec.BOS] = False
         self._other = np.where(ok, 0.0, -np.inf)
+        self._after = [self._other] * len(codec.KINDS)
+        self._after[codec.K_NOTE] = self._after_note
+        self._after[codec.K_BEND] = np.where(kind == codec.K_BAT, 0.0, -np.inf)
+        self._after[codec.K_BAT] = np.where(np.isfinite(vib_or_note) | (kind == codec.K_REL), 0.0, -np.inf)
+        self._after[codec.K_REL] = vib_or_note
+        self._after[codec.K_VIB] = note
 
     def set_temperature(self, temperature: float) -> None:
         self.temperature = min(max(float(temperature), 0.05), 5.0)
@@ -82,7 +97,7 @@ class Sampler:
             self._onset.append(int(_PITCH[prev_token]))
         elif self._onset and codec.TOKEN_KIND[prev_token] == codec.K_SHIFT:
             self._end_onset()
-        np.add(logits, self._after_note if after_note else self._other, out=buf)
+        np.add(logits, self._after[codec.TOKEN_KIND[prev_token]], out=buf)
         if self._penalise and not after_note:
             buf += self._penalty
         buf -= buf.max()

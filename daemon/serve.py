@@ -166,7 +166,7 @@ def keep_learned(path: str | None):
 def make_live(args, cfg: config.Config, engine) -> Live:
     """The live loop's state, with its seed (sampling.seed, else a fresh one: a take's log keeps it)."""
     seed = cfg.sampling.seed if cfg.sampling.seed is not None else int.from_bytes(os.urandom(4), "little")
-    live = Live(cfg, engine, Sampler(cfg.sampling, seed=seed), send=lambda m: None)
+    live = Live(cfg, engine, Sampler(cfg.sampling, seed=seed, expression=cfg.expression.mode), send=lambda m: None)
     if getattr(args, "learn", False) or cfg.control.learn_cc is not None:
         live.on_learned = keep_learned(args.config)
     if cfg.record.dir:

@@ -30,6 +30,7 @@ class CacheWriter:
         self.dir, self.settings, self.sources = Path(scratch), settings, [str(s) for s in sources]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tokens = open(self.dir / "tokens.raw", "wb")
+        self.harmony = open(self.dir / "harmony.raw", "wb")
         self.index = open(self.dir / "index.raw", "wb")
         self.entries = open(self.dir / "entries.json", "wb")
         self.db = sqlite3.connect(self.dir / "lookup.db")
@@ -79,9 +80,11 @@ class CacheWriter:
     def _used(self, split: int, song: int, sequences: list[tuple[int, np.ndarray]]) -> None:
         self.used += 1
         self.split_files[split] += 1
-        for shift, tokens in sequences:
-            tokens = np.asarray(tokens, np.uint16)
+        for shift, seq in sequences:
+            seq = np.asarray(seq, np.uint32)  # token | harmony << 16 (ingest.packed)
+            tokens = (seq & 0xFFFF).astype("<u2")
             self.tokens.write(tokens.tobytes())
+            self.harmony.write((seq >> 16).astype("<u2").tobytes())
             row = np.array([(self.n_tokens, self.n_tokens + len(tokens), split, song, shift)], INDEX_DTYPE)
             self.index.write(row.tobytes())
             self.n_tokens += len(tokens)
@@ -105,11 +108,12 @@ class CacheWriter:
         }
 
     def finish(self, out: Path) -> dict:
-        """Write tokens.npy, index.npy and manifest.json into folder `out`; returns the manifest's counts."""
-        for f in (self.tokens, self.index, self.entries):
+        """Write tokens.npy, harmony.npy, index.npy and manifest.json into folder `out`; returns the manifest's counts."""
+        for f in (self.tokens, self.harmony, self.index, self.entries):
             f.close()
         out = Path(out)
         _npy_from_raw(self.dir / "tokens.raw", out / "tokens.npy", np.dtype("<u2"), self.n_tokens)
+        _npy_from_raw(self.dir / "harmony.raw", out / "harmony.npy", np.dtype("<u2"), self.n_tokens)
         _npy_from_raw(self.dir / "index.raw", out / "index.npy", INDEX_DTYPE, self.n_rows)
         head = self.manifest()
         text = json.dumps(head, indent=1, sort_keys=True)

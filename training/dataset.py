@@ -29,7 +29,8 @@ class Streams:
 
     def __init__(self, seqs: list[np.ndarray], batch: int, chunk: int, seed: int = 0, shuffle: bool = True,
                  rows: slice | None = None):
-        self.seqs = [np.asarray(s, np.int16) for s in seqs if len(s) > 1]  # 2 bytes an event: token ids < 2^15
+        # 4 bytes an event: a token id (< 2^15) | its harmony code << 16 (uint16 token arrays: no harmony)
+        self.seqs = [np.asarray(s, np.uint32) for s in seqs if len(s) > 1]
         self.batch, self.chunk, self.seed, self.shuffle = batch, chunk, seed, shuffle
         self.rows = rows or slice(0, batch)  # the streams this process keeps (all of them in one process)
         self.n_rows = len(range(batch)[self.rows])
@@ -50,13 +51,16 @@ class Streams:
             streams[b].append(self.seqs[i])
             lengths[b] += len(self.seqs[i])
         width = int(lengths.max()) if len(lengths) else 0
-        tokens = np.full((self.batch, width + 1), -1, np.int16)
+        both = np.full((self.batch, width + 1), PAD_INPUT, np.uint32)
         for b, parts in enumerate(streams):
             if parts:
-                tokens[b, :lengths[b]] = np.concatenate(parts)
-        x, y = tokens[:, :-1].copy(), tokens[:, 1:].copy()
-        y[(y == codec.BOS) | (y < 0)] = IGNORE
-        x[x < 0] = PAD_INPUT  # not BOS: padding must not look like a song start to `segments`
+                both[b, :lengths[b]] = np.concatenate(parts)
+        # x: token | harmony << 16 (int64 when read); padding is PAD_INPUT, not BOS: it must not look like a song
+        # start to `segments`
+        x = both[:, :-1].copy()
+        y = (both[:, 1:] & 0xFFFF).astype(np.int16)
+        y[np.arange(width)[None, :] >= lengths[:, None] - 1] = IGNORE  # past a stream's end
+        y[y == codec.BOS] = IGNORE
         per_column = (y != IGNORE).sum(axis=0)
         counts = np.add.reduceat(per_column, np.arange(0, width, self.chunk)) if width else per_column
         self._cache = (epoch, x[self.rows].copy(), y[self.rows].copy(), counts)
@@ -81,7 +85,7 @@ class Streams:
 def segments(x: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     """Split a chunk's columns at song starts: [(start, end, reset)] where `reset` (batch,) marks the
     streams whose state must be zeroed before column `start` (they read a BOS there)."""
-    starts = x == codec.BOS
+    starts = (x & 0xFFFF) == codec.BOS
     cuts = [0] + [int(t) for t in np.flatnonzero(starts[:, 1:].any(axis=0)) + 1] + [x.shape[1]]
     return [(a, b, starts[:, a]) for a, b in zip(cuts[:-1], cuts[1:])]
 

@@ -1,7 +1,7 @@
 """Export a trained LSTM to a model directory: the ONNX step graph plus its card, written atomically.
 
-The graph: events (batch, time) int64, h and c (layers, batch, hidden) float32 -> logits (batch, time, vocab),
-h_out, c_out. Batch and time are dynamic: time > 1 primes the state from a seed window in one run, batch > 1
+The graph: events (batch, time) int64, harmony (batch, time, 24) float32 (daemon/harmony.py `features`), h and c
+(layers, batch, hidden) float32 -> logits (batch, time, vocab), h_out, c_out. Batch and time are dynamic: time > 1 primes the state from a seed window in one run, batch > 1
 samples several continuations at once. The codec version, vocabulary size and model shape are stamped into
 the ONNX metadata and the card; the daemon refuses a mismatch.
 """
@@ -24,7 +24,7 @@ from leadline.training.callbacks import BEST, CHECKPOINT
 from leadline.training.model import LeadLSTM, ModelArgs
 
 OPSET = 17
-INPUTS = ("events", "h", "c")
+INPUTS = ("events", "harmony", "h", "c")
 OUTPUTS = ("logits", "h_out", "c_out")
 
 
@@ -32,12 +32,13 @@ def export_onnx(model: LeadLSTM, path: str | Path) -> None:
     """Write `model`'s step graph to `path` (TorchScript exporter, opset 17, dynamic batch and time)."""
     model = model.eval()
     events = torch.zeros(2, 3, dtype=torch.long)
+    harm = torch.zeros(2, 3, model.args.harmony)
     h, c = model.init_state(2)
-    dyn = {"events": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
+    dyn = {"events": {0: "batch", 1: "time"}, "harmony": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
     dyn.update({n: {1: "batch"} for n in ("h", "c", "h_out", "c_out")})
     # The dynamo exporter (torch's default) specialises the logits' time axis to the example's length;
     # the TorchScript exporter keeps it dynamic, so it is chosen explicitly.
-    torch.onnx.export(model, (events, h, c), str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
+    torch.onnx.export(model, (events, harm, h, c), str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
                       dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
     _stamp(path, model.args)
 
@@ -47,7 +48,7 @@ def _stamp(path: str | Path, args: ModelArgs) -> None:
 
     proto = onnx.load(str(path))
     meta = {"codec_version": codec.CODEC_VERSION, "vocab_size": args.vocab, "layers": args.layers,
-            "hidden": args.hidden, "embed": args.embed}
+            "hidden": args.hidden, "embed": args.embed, "harmony": args.harmony}
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=str(v))

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leadline.daemon import codec, config, midifile
+from leadline.daemon import codec, config, harmony, midifile
 from leadline.daemon.errors import UserError
 from leadline.training import cache as cache_mod
 from leadline.training.cache import Cache
@@ -228,6 +228,7 @@ def process(job: tuple[SourceFile, object]) -> FileResult:
         return FileResult(NO_LEAD, f"{len(data.tracks)} tracks, none a melodic guitar or named lead part")
     tracks = [{"name": t.name, "program": t.program, "notes": len(t)} for t in lead.tracks]
     line, pitch = lead.line, folded(lead.line.pitch)
+    backing = harmony.backing_notes(harmony.backing_tracks(data.tracks, lead.tracks))
     if len(line) < cfg.min_notes:
         return FileResult(TOO_FEW, f"{len(line)} < {cfg.min_notes}", tracks)
     if cfg.unique_factor > 0 and (ratio := unique_ratio(pitch)) < cfg.unique_factor:
@@ -242,8 +243,26 @@ def process(job: tuple[SourceFile, object]) -> FileResult:
     shifts = [0] + (sorted(set(cfg.transpose) - {0}) if src.split == 0 else [])
     # a shift that would take a note out of the codec's range is skipped (folding would change the line)
     shifts = [k for k in shifts if codec.PITCH_LO <= pitch.min() + k and pitch.max() + k <= codec.PITCH_HI]
-    sequences = [(k, transposed(played, k)) for k in shifts]
+    harm = harmony.codes_at(token_ticks(played, start), *backing)
+    sequences = [(k, packed(transposed(played, k), harmony.transpose(harm, k))) for k in shifts]
     return FileResult(tracks=tracks, digest=digest, sequences=sequences)
+
+
+def packed(tokens: np.ndarray, harm: np.ndarray) -> np.ndarray:
+    """One uint32 a step: the token in the low 16 bits, the harmony code (daemon/harmony.py) in the high 16."""
+    return np.asarray(tokens, np.uint32) | (np.asarray(harm, np.uint32) << 16)
+
+
+def unpacked(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens uint16, harmony codes uint16) of a `packed` sequence."""
+    seq = np.asarray(seq, np.uint32)
+    return (seq & 0xFFFF).astype(np.uint16), (seq >> 16).astype(np.uint16)
+
+
+def token_ticks(tokens: np.ndarray, start: int) -> np.ndarray:
+    """The time cursor after each token (grid ticks), the sequence's first token at `start`."""
+    kind = codec.TOKEN_KIND[tokens]
+    return start + np.cumsum(np.where(kind == codec.K_SHIFT, codec.TOKEN_VALUE[tokens], 0))
 
 
 _NOTE = codec.kind_mask("NOTE")
@@ -297,8 +316,10 @@ def folded(pitch: np.ndarray) -> np.ndarray:
 def _encode(line: midifile.Track, pitch: np.ndarray, start: int) -> np.ndarray:
     """`codec.encode` of the line (BOS first), on arrays: the same tokens, 10x sooner on a long line."""
     onset, dur, vel = (np.asarray(a, np.int64) for a in (line.onset, line.duration, line.velocity))
+    expr = line.expression_or_zeros().astype(np.int64)
     order = np.lexsort((dur, pitch, onset))  # stable, as encode's sort by (onset, pitch, duration)
     onset, dur, pitch, vel = onset[order], dur[order], np.asarray(pitch, np.int64)[order], vel[order]
+    bend, bend_at, release, vib = expr[order].T
     gap = np.diff(onset, prepend=start)
     if len(onset) and (gap.min() < 0 or dur.min() < 1 or vel.min() < 1 or vel.max() > 127 or onset[0] < 0):
         notes = [codec.Note(*map(int, n)) for n in zip(onset, dur, pitch, vel)]  # raises what encode raises
@@ -306,13 +327,21 @@ def _encode(line: midifile.Track, pitch: np.ndarray, start: int) -> np.ndarray:
     full, rest = np.divmod(gap, codec.MAX_SHIFT)
     vbin = vel // codec.VEL_STEP
     new_vel = np.r_[True, vbin[1:] != vbin[:-1]] if len(vbin) else vbin.astype(bool)
-    count = full + (rest > 0) + new_vel + 2  # SHIFTs, a VEL when the bin changes, NOTE, DUR
+    bent, rel, vibr = bend != 0, (bend != 0) & (release > 0), vib > 0
+    # SHIFTs, a VEL when the bin changes, BEND BAT [REL] when bent, VIB, NOTE, DUR
+    count = full + (rest > 0) + new_vel + 2 * bent + rel + vibr + 2
     pos = 1 + np.cumsum(count) - count  # where each note's tokens start
     out = np.full(1 + int(count.sum()), codec.OFFSETS["SHIFT"] + codec.MAX_SHIFT - 1, np.int64)
     out[0] = codec.BOS
     has_rest = rest > 0
     out[(pos + full)[has_rest]] = codec.OFFSETS["SHIFT"] + rest[has_rest] - 1
     out[(pos + full + has_rest)[new_vel]] = codec.OFFSETS["VEL"] + vbin[new_vel]
+    at = pos + full + has_rest + new_vel  # the note's expression starts here
+    steps, ats = np.array(codec.BEND_STEPS), np.array(codec.BEND_AT)
+    out[at[bent]] = codec.OFFSETS["BEND"] + np.searchsorted(steps, bend[bent])
+    out[at[bent] + 1] = codec.OFFSETS["BAT"] + np.searchsorted(ats, bend_at[bent])
+    out[at[rel] + 2] = codec.OFFSETS["REL"] + release[rel] - 1
+    out[(pos + count - 3)[vibr]] = codec.OFFSETS["VIB"] + vib[vibr] - 1
     out[pos + count - 2] = codec.OFFSETS["NOTE"] + pitch - codec.PITCH_LO
     out[pos + count - 1] = codec.OFFSETS["DUR"] + codec.DUR_INDEX[np.minimum(dur, codec.MAX_DURATION)]
     return out.astype(np.uint16)

@@ -2,7 +2,7 @@
 
 Every machine lists the same sources in the same order (`ingest.find_files`) and ingests the K-th of N
 contiguous slices of that list. A shard folder holds each file's result as `ingest.process` gave it
-(results.jsonl: one line a file, in order; tokens.raw: the token sequences back to back) and shard.json (the
+(results.jsonl: one line a file, in order; tokens.raw: the sequences back to back, uint32 token | harmony << 16) and shard.json (the
 sources, settings and slice). `leadline data merge --out CACHE SHARD...` checks that the shards are the N slices
 of one corpus with one set of settings and feeds their results, in file order, to the same writer one build
 uses: duplicates, song ids and splits are decided there, so the merged cache is the one-machine cache byte for
@@ -23,7 +23,7 @@ from leadline.training import cache as cache_mod
 from leadline.training import ingest
 from leadline.training.cachewriter import CacheWriter
 
-FORMAT = "leadline-shard 1"
+FORMAT = "leadline-shard 2"
 HEADER, RESULTS, TOKENS = "shard.json", "results.jsonl", "tokens.raw"
 
 
@@ -48,8 +48,8 @@ def run_shard(args, data_cfg, out: Path) -> int:
         which = range(k * len(files) // n, (k + 1) * len(files) // n)
         with open(tmp / RESULTS, "w") as res, open(tmp / TOKENS, "wb") as toks:
             for src, r in ingest.results(files, which, data_cfg, pool, progress=True):
-                for _, tokens in r.sequences:
-                    toks.write(np.asarray(tokens, np.uint16).tobytes())
+                for _, seq in r.sequences:
+                    toks.write(np.asarray(seq, "<u4").tobytes())
                 res.write(json.dumps({"name": src.name, "group": src.group, "split": src.split, "reason": r.reason,
                                       "detail": r.detail, "tracks": r.tracks, "digest": r.digest,
                                       "sequences": [[shift, len(t)] for shift, t in r.sequences]}) + "\n")
@@ -93,7 +93,7 @@ def file_results(path: Path) -> Iterator[tuple[dict, ingest.FileResult]]:
     with open(path / RESULTS) as res, open(path / TOKENS, "rb") as toks:
         for line in res:
             row = json.loads(line)
-            seqs = [(shift, np.fromfile(toks, np.uint16, count=n)) for shift, n in row["sequences"]]
+            seqs = [(shift, np.fromfile(toks, "<u4", count=n)) for shift, n in row["sequences"]]
             yield row, ingest.FileResult(row["reason"], row["detail"], row["tracks"], row["digest"], seqs)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leadline.daemon import codec, config
+from leadline.daemon import codec, config, harmony
 from leadline.daemon.errors import UserError
 from leadline.training import cache as cache_mod
 from leadline.training import distributed as dist_mod
@@ -31,7 +31,7 @@ from leadline.training import rundir
 from leadline.training.callbacks import LN2, Callback, Checkpointer, LossPlot, Metrics, Progress
 from leadline.training.dataset import IGNORE, Streams, segments, summary
 from leadline.training.distributed import SINGLE, World
-from leadline.training.model import LeadLSTM, ModelArgs
+from leadline.training.model import LeadLSTM, ModelArgs, unpack
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ChunkStep(torch.nn.Module):
             if reset.any():
                 keep = torch.from_numpy(~reset).to(h.device, h.dtype).view(1, -1, 1)
                 h, c = h * keep, c * keep
-            logits, h, c = self.model(xt[:, a:b], h, c)
+            logits, h, c = self.model(*unpack(xt[:, a:b]), h, c)
             outs.append(logits)
         return torch.cat(outs, dim=1), h, c
 
@@ -84,6 +84,17 @@ def forward_chunk(model: LeadLSTM | torch.nn.Module, x: np.ndarray, h: torch.Ten
     `model`: a LeadLSTM, or a ChunkStep (in DDP or not)."""
     step = model if not isinstance(model, LeadLSTM) else ChunkStep(model)
     return step(torch.from_numpy(x).to(h.device), segments(x), h, c)
+
+
+def drop_harmony(x: np.ndarray, p: float, seed: int) -> np.ndarray:
+    """`x` (packed chunk) with the harmony of each row zeroed with probability `p` (harmony dropout: the model
+    also learns to play with no backing, as most live sessions have none)."""
+    drop = np.random.default_rng(seed).random(x.shape[0]) < p
+    if not drop.any():
+        return x
+    x = x.copy()
+    x[drop] &= 0xFFFF
+    return x
 
 
 def chunk_loss(logits: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, int]:
@@ -170,6 +181,8 @@ class Trainer:
         chunk's mean loss (nats per event). `n_all`: targets in the chunk over every process's rows."""
         t = time.perf_counter()
         self.model.train()
+        if self.cfg.harmony_dropout > 0:
+            x = drop_harmony(x, self.cfg.harmony_dropout, rank_seed(self.cfg.seed, self.world.rank, self.step))
         logits, h, c = forward_chunk(self.step_fn, x, *self.state)
         loss_sum, n = chunk_loss(logits, y)
         # DDP averages gradients over processes: scaled by their number, the sum over the global batch's targets
@@ -330,14 +343,14 @@ def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device,
     under several processes each keeps its own rows of both."""
     tc = cfg.train
     seed_everything(tc.seed, device)
-    train_seqs = data.sequences("train")
+    train_seqs = data.packed("train")
     if not train_seqs:
         raise UserError("the cache has no training sequences; rebuild it with more MIDI files or another "
                         "data.split")
-    model = LeadLSTM(ModelArgs(codec.VOCAB_SIZE, tc.embed, tc.hidden, tc.layers, tc.dropout)).to(device)
+    model = LeadLSTM(ModelArgs(codec.VOCAB_SIZE, tc.embed, tc.hidden, tc.layers, tc.dropout, harmony.N_FEATURES)).to(device)
     rows = world.rows(tc.batch)
     streams = Streams(train_seqs, tc.batch, tc.chunk, seed=tc.seed, rows=rows)
-    val = Streams(data.sequences("val", transposed=False), tc.batch, tc.chunk, shuffle=False, rows=rows)
+    val = Streams(data.packed("val", transposed=False), tc.batch, tc.chunk, shuffle=False, rows=rows)
     if world.rank:  # the same weights everywhere, dropout masks of its own
         torch.manual_seed(rank_seed(tc.seed, world.rank))
     return Trainer(model, make_optimizer(model, tc), streams, tc, device, world), val

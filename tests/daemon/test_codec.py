@@ -14,7 +14,9 @@ def test_every_token_id_round_trips_through_its_kind_and_value():
 def test_vocabulary_ranges_are_contiguous_and_sized():
     assert codec.OFFSETS["BOS"] == 0
     assert codec.VOCAB_SIZE == 1 + codec.MAX_SHIFT + codec.VEL_BINS + (codec.PITCH_HI - codec.PITCH_LO + 1) \
-        + len(codec.DURATIONS)
+        + len(codec.DURATIONS) + len(codec.BEND_STEPS) + len(codec.BEND_AT) + len(codec.RELEASE_AT) \
+        + len(codec.VIB_DEPTH) - 1
+    assert codec.OFFSETS["BEND"] == 245  # codec 2 appended its tokens: codec 1's keep their ids
     assert list(codec.DURATIONS) == sorted(set(codec.DURATIONS))
 
 
@@ -23,12 +25,17 @@ def test_every_token_decodes_and_reencodes(tok):
     """Each token placed in a well-formed context decodes to notes that encode back to the same tokens."""
     kind, value = codec.describe(tok)
     vel, note, dur = codec.token("VEL", 12), codec.token("NOTE", 64), codec.token("DUR", 5)
+    bend, bat = codec.token("BEND", 5), codec.token("BAT", 2)
     seq = {
         "BOS": [codec.BOS, vel, note, dur],
         "SHIFT": [codec.BOS, vel, note, dur, tok, note, dur],
         "VEL": [codec.BOS, tok, note, dur],
         "NOTE": [codec.BOS, vel, tok, dur],
         "DUR": [codec.BOS, vel, note, tok],
+        "BEND": [codec.BOS, vel, tok, bat, note, dur],
+        "BAT": [codec.BOS, vel, bend, tok, note, dur],
+        "REL": [codec.BOS, vel, bend, bat, tok, note, dur],
+        "VIB": [codec.BOS, vel, bend, bat, tok, note, dur],
     }[kind]
     notes = codec.decode(seq)
     assert all(codec.representable(n) for n in notes)
@@ -98,3 +105,60 @@ def test_bad_notes_are_rejected_on_construction():
         Note(0, 6, 60, 0)
     with pytest.raises(codec.CodecError, match="before the cursor"):
         codec.encode([Note(0, 6, 60, 64)], start=10)
+
+
+def test_a_bent_note_round_trips_with_its_expression_before_it():
+    notes = [Note(0, 12, 64, 76, bend=4, bend_at=6, release=2), Note(12, 6, 62, 76),
+             Note(18, 24, 64, 76, vibrato=2), Note(42, 12, 60, 76, bend=-2, bend_at=0, release=1, vibrato=1)]
+    toks = codec.encode(notes)
+    kinds = [codec.describe(t)[0] for t in toks]
+    assert kinds[:7] == ["BOS", "VEL", "BEND", "BAT", "REL", "NOTE", "DUR"]
+    assert codec.decode(toks) == notes
+
+
+def test_expression_out_of_order_is_dropped_and_counted_never_raised():
+    tok = codec.token
+    d = codec.Decoder()
+    seq = [tok("BAT", 1), tok("NOTE", 60), tok("DUR", 5),  # a BAT with no BEND: the note is plain
+           tok("BEND", 7), tok("NOTE", 62), tok("DUR", 5),  # a BEND with no BAT: plain
+           tok("VIB", 1), tok("SHIFT", 3), tok("NOTE", 64), tok("DUR", 5)]  # expression cut by a SHIFT
+    notes = [n for n in map(d.feed, seq) if n is not None]
+    assert [n.expressive for n in notes] == [False, False, False]
+    assert d.errors == 3
+
+
+def test_mid_note_from_the_first_expression_token_to_the_dur():
+    d = codec.Decoder()
+    flags = []
+    for t in [codec.token("BEND", 7), codec.token("BAT", 1), codec.token("NOTE", 60), codec.token("DUR", 3)]:
+        d.feed(t)
+        flags.append(d.mid_note)
+    assert flags == [True, True, True, False]
+
+
+def test_bend_curve_reaches_the_target_at_its_tick_and_releases():
+    up = codec.bend_curve(Note(0, 24, 64, 76, bend=4, bend_at=6, release=2))
+    assert up[0] == (0, 0.0) and dict(up)[6] == 2.0
+    assert up[-1] == (18, 0.0)  # back at 3/4 of the note
+    pre = codec.bend_curve(Note(0, 12, 64, 76, bend=2, bend_at=0))
+    assert pre == [(0, 1.0)]  # bent before it is struck, held (the caller recentres after the note)
+    vib = codec.bend_curve(Note(0, 48, 64, 76, vibrato=2))
+    assert max(b for _, b in vib) == 0.5 and min(b for _, b in vib) == -0.5
+    assert codec.bend_curve(Note(0, 12, 64, 76)) == []
+
+
+@pytest.mark.parametrize("note", [Note(0, 24, 64, 76, bend=4, bend_at=6, release=2),
+                                  Note(0, 24, 64, 76, bend=-3, bend_at=12),
+                                  Note(0, 12, 64, 76, bend=2, bend_at=0, release=1),
+                                  Note(0, 48, 64, 76, vibrato=1), Note(0, 48, 64, 76, vibrato=2)])
+def test_pitch_bend_read_back_from_a_rendered_curve_is_the_same_expression(note):
+    """What the daemon sends (bend_curve) read back as ingestion reads a file's pitch bend."""
+    import numpy as np
+    curve = codec.bend_curve(note)
+    tick = np.array([t for t, _ in curve], float)
+    semis = np.array([b for _, b in curve])
+    if note.bend_at == 0 and note.bend:  # a pre-bend is set before the onset
+        tick[0] = -1
+    tick, semis = np.r_[tick, note.duration], np.r_[semis, 0.0]  # recentred after the note
+    got = codec.expression_from_bends(np.array([0]), np.array([note.duration]), tick, semis)[0]
+    assert tuple(got) == (note.bend, note.bend_at, note.release, note.vibrato)

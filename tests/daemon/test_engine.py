@@ -132,21 +132,34 @@ def cpu(tiny_model):
 
 
 def test_steps_equal_one_run_and_torch(cpu, tiny_model):
+    """With the backing's harmony changing every few steps (E minor, C major, silence, ...): stepping with
+    set_harmony == one window run with the codes beside the tokens == torch."""
     torch = pytest.importorskip("torch")
+    from leadline.daemon import harmony
     toks = _tokens()
+    chords = [harmony.code([4, 7, 11], 4), harmony.code([0, 4, 7], 0), harmony.NONE, harmony.code([2, 6, 9], 6)]
+    codes = np.array([chords[i // 7 % 4] for i in range(len(toks))])
     cpu.reset()
-    stepped = np.stack([cpu.step(int(t)).copy() for t in toks])
+    stepped = []
+    for t, c in zip(toks, codes):
+        cpu.set_harmony(int(c))
+        stepped.append(cpu.step(int(t)).copy())
+    stepped = np.stack(stepped)
+    cpu.set_harmony(harmony.NONE)
     h_step, c_step = cpu.state
-    window, _, _ = cpu.run_window(toks)
-    primed = cpu.prime(toks).copy()
+    window, _, _ = cpu.run_window(toks, codes)
+    primed = cpu.prime(toks, codes).copy()
     h_prime, c_prime = cpu.state
     assert np.abs(stepped - window).max() <= 1e-5
     assert np.abs(stepped[-1] - primed).max() <= 1e-5
     assert np.abs(h_step - h_prime).max() <= 1e-5 and np.abs(c_step - c_prime).max() <= 1e-5
     model = tiny_model.torch_model
     with torch.no_grad():
-        ref, _, _ = model(torch.as_tensor(toks[None]), *model.init_state(1))
+        ref, _, _ = model(torch.as_tensor(toks[None]), torch.from_numpy(harmony.features(codes[None])),
+                          *model.init_state(1))
+        deaf, _, _ = model(torch.as_tensor(toks[None]), torch.zeros(1, len(toks), 24), *model.init_state(1))
     assert np.abs(stepped - ref[0].numpy()).max() <= 1e-5
+    assert np.abs(stepped - deaf[0].numpy()).max() > 1e-3  # the harmony was heard
 
 
 def test_state_is_carried(cpu):

@@ -22,8 +22,10 @@ def pair(tiny_run, trained_model):
     return model, ort.InferenceSession(str(trained_model / "model.onnx"), so, providers=["CPUExecutionProvider"])
 
 
-def _ort(sess, events, h, c):
-    return sess.run(None, {"events": np.asarray(events, np.int64), "h": h, "c": c})
+def _ort(sess, events, h, c, harm=None):
+    events = np.asarray(events, np.int64)
+    harm = np.zeros(events.shape + (24,), np.float32) if harm is None else harm
+    return sess.run(None, {"events": events, "harmony": harm, "h": h, "c": c})
 
 
 def test_export_writes_card_curve_and_a_model_the_daemon_accepts(trained_model, tiny_run, tiny_cache):
@@ -49,7 +51,7 @@ def test_torch_and_onnxruntime_agree_stepwise_for_300_steps(pair):
     worst, toks_t, toks_o = 0.0, [], []
     with torch.no_grad():
         for _ in range(300):
-            lt, h_t, c_t = model(torch.tensor([[tok_t]]), h_t, c_t)
+            lt, h_t, c_t = model(torch.tensor([[tok_t]]), torch.zeros(1, 1, 24), h_t, c_t)
             lo, h_o, c_o = _ort(sess, [[tok_o]], h_o, c_o)
             worst = max(worst, float(np.abs(lt.numpy() - lo).max()))
             tok_t, tok_o = int(lt[0, -1].argmax()), int(lo[0, -1].argmax())
@@ -64,18 +66,22 @@ def test_a_window_primes_like_steps_at_other_lengths_and_batches(pair, tiny_cach
     """time > 1 in one run == stepping; lengths and batches unlike the export example's (2, 3)."""
     from leadline.training import cache
 
+    from leadline.daemon import harmony
+
     model, sess = pair
-    seqs = [np.asarray(s[:77], np.int64) for s in cache.load(tiny_cache).sequences("test")[:3]]
+    data = cache.load(tiny_cache)
+    seqs = [np.asarray(s[:77], np.int64) for s in data.sequences("test")[:3]]
     events = np.stack(seqs)
+    harm = harmony.features(np.stack([np.asarray(h[:77]) for h in data.harmonies("test")[:3]]))
     zero = np.zeros((2, 3, 32), np.float32)
-    lw, hw, cw = _ort(sess, events, zero, zero)
+    lw, hw, cw = _ort(sess, events, zero, zero, harm)
     h, c = zero, zero
     for t in range(events.shape[1]):
-        ls, h, c = _ort(sess, events[:, t:t + 1], h, c)
+        ls, h, c = _ort(sess, events[:, t:t + 1], h, c, harm[:, t:t + 1])
         assert np.abs(ls[:, 0] - lw[:, t]).max() <= 1e-5
     assert np.abs(h - hw).max() <= 1e-5 and np.abs(c - cw).max() <= 1e-5
     with torch.no_grad():
-        lt, _, _ = model(torch.from_numpy(events[:1]), *model.init_state(1))
+        lt, _, _ = model(torch.from_numpy(events[:1]), torch.from_numpy(harm[:1]), *model.init_state(1))
     assert np.abs(lt.numpy() - lw[:1]).max() <= 1e-4
 
 
