@@ -197,6 +197,11 @@ class _Engine:
             self.harmony_code = code
             self._put_harmony(harmony.features(np.full((self.batch, 1), code)))
 
+    def set_harmony_rows(self, codes) -> None:
+        """A harmony code per row (batch,) for the following steps (`leadline eval` answers many cuts at once)."""
+        self.harmony_code = -1  # (no single code: the next set_harmony writes every row)
+        self._put_harmony(harmony.features(np.asarray(codes).reshape(self.batch, 1)))
+
     def reset(self) -> None:
         """A fresh (zero) state, as after BOS with no history."""
         self._put_state(0.0, 0.0)

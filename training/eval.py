@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leadline.daemon import codec, config, engine
+from leadline.daemon import codec, config, engine, harmony
 from leadline.daemon.errors import UserError
 from leadline.daemon.sampler import Sampler
 from leadline.training import cache as cache_mod
@@ -90,37 +90,64 @@ def eval_config(args, card: dict) -> config.Config:
 
 # --- likelihood -----------------------------------------------------------------------------------------
 
+_EXPR = np.isin(codec.TOKEN_KIND, codec.EXPRESSION_KINDS)
+
+
 def token_stats(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[nll nats, top-1 hits, top-5 hits, events] over the targets `y` (IGNORE skipped) of `logits`."""
+    """Over the targets `y` (IGNORE skipped) of `logits`: [nll nats, top-1 hits, top-5 hits, events, then the
+    notes' share: nll nats of the targets that are not expression tokens with the expression tokens'
+    probability taken out (what a codec 1 model's bits/event measured), their count, then the nll nats of the
+    expression targets and their count]."""
     m = y != IGNORE
     lg, tgt = logits[m].astype(np.float64), y[m]
     mx = lg.max(axis=1, keepdims=True)
-    lse = mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1))
+    ex = np.exp(lg - mx)
+    lse = mx[:, 0] + np.log(ex.sum(axis=1))
+    lse_notes = mx[:, 0] + np.log(ex[:, ~_EXPR].sum(axis=1))
     at = lg[np.arange(len(tgt)), tgt]
     higher = (lg > at[:, None]).sum(axis=1)
-    return np.array([float((lse - at).sum()), (higher == 0).sum(), (higher < 5).sum(), len(tgt)], np.float64)
+    is_expr = _EXPR[tgt]
+    return np.array([float((lse - at).sum()), (higher == 0).sum(), (higher < 5).sum(), len(tgt),
+                     float((lse_notes - at)[~is_expr].sum()), (~is_expr).sum(),
+                     float((lse - at)[is_expr].sum()), is_expr.sum()], np.float64)
 
 
-def score(sess, info: engine.ModelInfo, seqs: list[np.ndarray], batch: int = 16, window: int = 512) -> dict:
-    """bits/event, top-1 and top-5 accuracy of the ONNX model over `seqs` (each from a zero state)."""
+def score(sess, info: engine.ModelInfo, seqs: list[np.ndarray], batch: int = 16, window: int = 512,
+          harm: list[np.ndarray] | None = None) -> np.ndarray:
+    """Per sequence, `token_stats` of the ONNX model over it (each from a zero state), the backing's harmony codes
+    `harm` beside the tokens (None: no backing): an array (sequences, 8)."""
     from tqdm import tqdm
 
     order = np.argsort([len(s) for s in seqs], kind="stable")
-    total = np.zeros(4)
+    per = np.zeros((len(seqs), 8))
     for i in tqdm(range(0, len(order), batch), desc="score", unit="batch", leave=False):
-        group = [np.asarray(seqs[j], np.int64) for j in order[i:i + batch]]
+        rows = order[i:i + batch]
+        group = [np.asarray(seqs[j], np.int64) for j in rows]
         width = max(len(s) for s in group) - 1
         x = np.full((len(group), width), PAD_INPUT, np.int64)
         y = np.full((len(group), width), IGNORE, np.int64)
+        codes = np.zeros((len(group), width), np.uint16)
         for b, s in enumerate(group):
             x[b, :len(s) - 1], y[b, :len(s) - 1] = s[:-1], s[1:]
+            if harm is not None:
+                codes[b, :len(s) - 1] = harm[rows[b]][:len(s) - 1]
         h = c = np.zeros(info.state_shape(len(group)), np.float32)
         for t in range(0, width, window):
-            logits, h, c = sess.run(None, {"events": x[:, t:t + window], "h": h, "c": c})
-            total += token_stats(logits, y[:, t:t + window])
-    n = max(total[3], 1)
-    return {"nll_bits_per_event": total[0] / n / math.log(2), "top1": total[1] / n, "top5": total[2] / n,
-            "n_events": int(total[3])}
+            feed = {"events": x[:, t:t + window], "harmony": harmony.features(codes[:, t:t + window]), "h": h, "c": c}
+            logits, h, c = sess.run(None, feed)
+            for b, j in enumerate(rows):
+                per[j] += token_stats(logits[b:b + 1], y[b:b + 1, t:t + window])
+    return per
+
+
+def summed(per: np.ndarray) -> dict:
+    """The report's likelihood numbers from `score`'s rows."""
+    t = per.sum(axis=0)
+    n = max(t[3], 1)
+    return {"nll_bits_per_event": t[0] / n / math.log(2), "top1": t[1] / n, "top5": t[2] / n,
+            "n_events": int(t[3]), "notes_nll_bits_per_event": t[4] / max(t[5], 1) / math.log(2),
+            "expression_events": int(t[7]),
+            "expression_nll_bits_per_token": t[6] / t[7] / math.log(2) if t[7] else None}
 
 
 # --- generation -----------------------------------------------------------------------------------------
@@ -217,17 +244,29 @@ def baselines(train: list[np.ndarray], val: list[np.ndarray], test: list[np.ndar
 
 def evaluate(info: engine.ModelInfo, test: list[np.ndarray], train: list[np.ndarray], val: list[np.ndarray],
              seed: int = 0, phrases: int = 100, sampling: config.SamplingConfig = config.SamplingConfig(),
-             test_corpora: list[str] | None = None, val_corpora: list[str] | None = None, threads: int = 1) -> dict:
+             test_corpora: list[str] | None = None, val_corpora: list[str] | None = None, threads: int = 1,
+             test_harm: list[np.ndarray] | None = None, test_labelled: list | None = None,
+             val_labelled: list | None = None) -> dict:
     """The report's numbers (see `run`) for eval sequences `test` and the baselines' `train` and `val`;
     `*_corpora` label each sequence with its corpus for the lead section (default: one corpus, 'data');
-    `threads`: onnxruntime's threads for scoring (0: all cores)."""
+    `threads`: onnxruntime's threads for scoring (0: all cores); `test_harm`: the backing's harmony codes
+    beside each test sequence; `*_labelled`: (tokens, corpus, harmony) triples for the lead section."""
     if not test:
         raise UserError("no sequences to evaluate (empty split or no lead lines in the eval data)")
     if not train:
         raise UserError("the baselines' training data has no training sequences; pass another --train-data")
     sess = engine.session(info.onnx, engine.cpu_options(threads=threads), ["CPUExecutionProvider"])
-    report = score(sess, info, test)
+    per = score(sess, info, test, harm=test_harm)
+    report = summed(per)
     report["n_sequences"] = len(test)
+    if test_harm is not None:  # the same model with the harmony zeroed: what listening to the backing buys
+        deaf = score(sess, info, test)
+        report["no_harmony_nll_bits_per_event"] = summed(deaf)["nll_bits_per_event"]
+        report["per_corpus_bits"] = {
+            c: {"with_harmony": summed(per[m])["nll_bits_per_event"], "no_harmony": summed(deaf[m])["nll_bits_per_event"],
+                "notes": summed(per[m])["notes_nll_bits_per_event"], "sequences": int(m.sum())}
+            for c in leadeval.corpus_order(test_corpora or ["data"])
+            for m in [np.array(test_corpora or ["data"] * len(test)) == c]}
     numbers, markov = baselines(train, val, test)
     report.update(numbers)
     report["improvement_vs_markov"] = (numbers["markov_nll_bits_per_event"] - report["nll_bits_per_event"]) \
@@ -241,8 +280,8 @@ def evaluate(info: engine.ModelInfo, test: list[np.ndarray], train: list[np.ndar
                             "temperature": sampling.temperature, "top_p": sampling.top_p,
                             "repeat_penalty": sampling.repeat_penalty, "seed": seed}
     report["lead"] = leadeval.lead_report(
-        info, markov, list(zip(test, test_corpora or ["data"] * len(test))),
-        list(zip(val, val_corpora or ["data"] * len(val))), train_syms, sampling, phrases, seed)
+        info, markov, test_labelled or list(zip(test, test_corpora or ["data"] * len(test))),
+        val_labelled or list(zip(val, val_corpora or ["data"] * len(val))), train_syms, sampling, phrases, seed)
     report["sampling"] = asdict(sampling)
     return report
 
@@ -258,7 +297,18 @@ def format_table(r: dict) -> str:
              f"{'LSTM (onnxruntime)':24}{r['nll_bits_per_event']:>11.4f}{r['top1']:>8.3f}{r['top5']:>8.3f}",
              f"{'Markov (order %d)' % r['markov_order']:24}{r['markov_nll_bits_per_event']:>11.4f}",
              f"{'unigram':24}{r['unigram_nll_bits_per_event']:>11.4f}",
-             f"improvement vs Markov: {100 * r['improvement_vs_markov']:.1f} %"]
+             f"improvement vs Markov: {100 * r['improvement_vs_markov']:.1f} %",
+             f"notes only (expression tokens' probability taken out): {r['notes_nll_bits_per_event']:.4f} "
+             f"bits/event; {r['expression_events']:,} expression tokens"
+             + (f", {r['expression_nll_bits_per_token']:.3f} bits each" if r.get("expression_nll_bits_per_token")
+                else "")]
+    if r.get("no_harmony_nll_bits_per_event"):
+        lines.append(f"harmony zeroed (same model, no backing heard): {r['no_harmony_nll_bits_per_event']:.4f} "
+                     f"bits/event; harmony lowers it by "
+                     f"{100 * (1 - r['nll_bits_per_event'] / r['no_harmony_nll_bits_per_event']):.1f} %")
+        for c, v in r.get("per_corpus_bits", {}).items():
+            lines.append(f"  {c:14} {v['with_harmony']:.4f} with harmony, {v['no_harmony']:.4f} without, "
+                         f"notes only {v['notes']:.4f} ({v['sequences']} sequences)")
     g = r["generation"]
     sampling = f"T={g['temperature']}, top-p {g['top_p']}, repeat penalty {g.get('repeat_penalty', 0)}"
     if r.get("oa"):
@@ -285,7 +335,7 @@ def of_corpus(labelled: list, corpus: str | None, which: str) -> list:
         return labelled
     mine = [x for x in labelled if x[1] == corpus]
     if not mine:
-        names = ", ".join(leadeval.corpus_order({c for _, c in labelled})) or "none"
+        names = ", ".join(leadeval.corpus_order({x[1] for x in labelled})) or "none"
         raise UserError(f"--corpus {corpus!r}: no such corpus in the {which} (it has: {names})")
     return mine
 
@@ -313,18 +363,20 @@ def run(args) -> int:
         raise UserError(f"--split {args.split!r}: expected one of {', '.join(cache_mod.SPLITS)}")
     data, kind = load_data(args.data, cfg.data)
     labelled = of_corpus(leadeval.labelled(data, args.split if kind == "cache" else None), args.corpus, "data")
-    test = [t for t, _ in labelled]
+    test = [t for t, *_ in labelled]
+    test_harm = [h for *_, h in labelled]
     train_inputs = args.train_data or default_train_data(info.card)
     tdata, tkind = load_data(train_inputs, cfg.data)
     train, val_labelled = tdata.sequences("train"), of_corpus(leadeval.labelled(tdata, "val"), args.corpus, "train")
-    val = [t for t, _ in val_labelled]
+    val = [t for t, *_ in val_labelled]
     if kind == "midi" and tkind == "midi" and {resolve(p) for p in args.data} & {resolve(p) for p in train_inputs}:
         log.warning("the eval folders are also training sources: part of the eval data is training data")
     if args.lead_only:
         return lead_only(info, labelled, val_labelled, train, cfg.sampling, args)
     report = evaluate(info, test, train, val, seed=args.seed, phrases=getattr(args, "phrases", 100),
-                      sampling=cfg.sampling, test_corpora=[c for _, c in labelled],
-                      val_corpora=[c for _, c in val_labelled], threads=cfg.engine.threads)
+                      sampling=cfg.sampling, test_corpora=[c for _, c, _ in labelled],
+                      val_corpora=[c for _, c, _ in val_labelled], threads=cfg.engine.threads,
+                      test_harm=test_harm, test_labelled=labelled, val_labelled=val_labelled)
     report.update(model={"dir": str(args.model), "shape": info.card.get("model", {}),
                          "validation": info.card.get("validation"), "created": info.card.get("created")},
                   codec_version=codec.CODEC_VERSION,

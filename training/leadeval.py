@@ -27,7 +27,7 @@ from leadline.daemon import codec, engine, memory
 from leadline.daemon.config import SamplingConfig
 from leadline.daemon.improviser import mask_rests, rest_limit
 from leadline.daemon.sampler import Sampler
-from leadline.training import features, judge, leadstats
+from leadline.training import exprharm, features, judge, leadstats
 from leadline.training.cache import SPLITS
 from leadline.training.markov import _P, PAD, Markov, _mix  # its context hashing, so the hashes match its tables
 
@@ -50,6 +50,7 @@ class Cut:
     real: list  # codec.Note of the 2 bars from the cut
     real_next: list  # the 2 bars after those
     earlier: list = ()  # codec.Note of the seed: what the "player" played (the session memory hears it)
+    harm: exprharm.Lookup | None = None  # the backing's harmony over the sequence (None: no backing known)
 
 
 # --- cuts -------------------------------------------------------------------------------------------------
@@ -79,17 +80,20 @@ def corpus_labels(c) -> np.ndarray:
     return np.array([song_corpus.get(int(s), "unknown") for s in c.index["song"]], dtype=object)
 
 
-def labelled(c, split: str | None) -> list[tuple[np.ndarray, str]]:
-    """(tokens, corpus) of every untransposed sequence of `split` (None: every split)."""
+def labelled(c, split: str | None) -> list[tuple[np.ndarray, str, np.ndarray]]:
+    """(tokens, corpus, harmony codes) of every untransposed sequence of `split` (None: every split)."""
     labels = corpus_labels(c)
     rows = np.flatnonzero((c.index["transpose"] == 0)
                           & ((c.index["split"] == SPLITS.index(split)) if split else True))
-    return [(np.asarray(c.tokens[c.index[i]["start"]:c.index[i]["end"]], np.int64), labels[i]) for i in rows]
+    harm = c.harmony if c.harmony is not None else np.zeros(len(c.tokens), np.uint16)
+    return [(np.asarray(c.tokens[c.index[i]["start"]:c.index[i]["end"]], np.int64), labels[i],
+             np.asarray(harm[c.index[i]["start"]:c.index[i]["end"]])) for i in rows]
 
 
-def make_cut(tokens: np.ndarray, corpus: str, at: float = CUT_AT, notes: list | None = None) -> Cut | None:
+def make_cut(tokens: np.ndarray, corpus: str, at: float = CUT_AT, notes: list | None = None,
+             harm: np.ndarray | None = None) -> Cut | None:
     """The cut of one sequence at the bar line at or before its note at fraction `at`, or None (see the
-    module docstring); `notes` are the sequence's notes, when already decoded."""
+    module docstring); `notes` are the sequence's notes, when already decoded; `harm` its harmony codes."""
     notes = codec.decode(tokens) if notes is None else notes
     if len(notes) < SEED_NOTES + 2:
         return None
@@ -106,7 +110,8 @@ def make_cut(tokens: np.ndarray, corpus: str, at: float = CUT_AT, notes: list | 
     vel = np.flatnonzero(kind[:end] == codec.K_VEL)
     velocity = codec.bin_velocity(int(codec.TOKEN_VALUE[tokens[vel[-1]]])) if len(vel) else 80
     seed = np.r_[tokens[:end], codec.shift_tokens(start - before[-1].onset)].astype(np.int64)
-    return Cut(corpus, seed, start, velocity, real, real_next, before)
+    lookup = exprharm.Lookup.of(tokens, harm) if harm is not None else None
+    return Cut(corpus, seed, start, velocity, real, real_next, before, lookup)
 
 
 def corpus_order(names) -> list[str]:
@@ -118,12 +123,13 @@ def pick_cuts(seqs: list[tuple[np.ndarray, str]], limit: int, seed: int, at=(CUT
     """Up to `limit` cuts per corpus (sequences in a seeded random order, each cut at every fraction of
     `at` that makes a cut), corpora in report order."""
     out = []
-    for corpus in corpus_order(c for _, c in seqs):
-        mine = [t for t, c in seqs if c == corpus]
+    for corpus in corpus_order(c for _, c, *_ in seqs):
+        mine = [(t, h[0] if h else None) for t, c, *h in seqs if c == corpus]
         cuts: list[Cut] = []
         for i in np.random.default_rng(seed).permutation(len(mine)):
-            notes = codec.decode(mine[i])
-            cuts += [c for a in at if (c := make_cut(mine[i], corpus, a, notes)) is not None]
+            tokens, harm = mine[i]
+            notes = codec.decode(tokens)
+            cuts += [c for a in at if (c := make_cut(tokens, corpus, a, notes, harm)) is not None]
             if len(cuts) >= limit:
                 break
         out.extend(cuts[:limit])
@@ -132,8 +138,10 @@ def pick_cuts(seqs: list[tuple[np.ndarray, str]], limit: int, seed: int, at=(CUT
 
 # --- answers ----------------------------------------------------------------------------------------------
 
-def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: int) -> list[list[codec.Note]]:
-    """Sample every cut's 2-bar answer from logits `first` (batch, vocab) and `step(tokens) -> logits`."""
+def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: int, hear=None,
+           shift: int = 0) -> list[list[codec.Note]]:
+    """Sample every cut's 2-bar answer from logits `first` (batch, vocab) and `step(tokens) -> logits`;
+    `hear(codes)`, when given, is told each row's backing harmony (moved `shift` semitones) before each step."""
     cfg = replace(cfg, low="C1", high="B7", key=None)  # the eval data's own range, no key
     samplers = [Sampler(cfg, seed=seed * 100_003 + i) for i in range(len(cuts))]
     echo = cfg.echo_player
@@ -162,8 +170,16 @@ def answer(first: np.ndarray, step, cuts: list[Cut], cfg: SamplingConfig, seed: 
             recent[b].append(tok)
         if not live.any():
             break
+        if hear is not None:
+            hear(harmony_rows(cuts, [d.cursor for d in decoders], shift))
         rows = step(toks)
     return out
+
+
+def harmony_rows(cuts: list[Cut], ticks: list[int], shift: int = 0) -> np.ndarray:
+    """Each cut's backing harmony code at its tick (silence where no backing is known)."""
+    return np.array([c.harm.moved(shift).at(t)[0] if c.harm is not None else 0 for c, t in zip(cuts, ticks)],
+                    np.uint16)
 
 
 def heard(notes: list[codec.Note]) -> memory.SessionMemory:
@@ -173,17 +189,21 @@ def heard(notes: list[codec.Note]) -> memory.SessionMemory:
     return m
 
 
-def model_answers(info: engine.ModelInfo, cuts: list[Cut], cfg: SamplingConfig, seed: int) -> list:
-    """The model's answers: each seed primed in one run, then all stepped as one batch."""
+def model_answers(info: engine.ModelInfo, cuts: list[Cut], cfg: SamplingConfig, seed: int, shift: int = 0) -> list:
+    """The model's answers: each seed primed in one run (with its backing's harmony beside it), then all stepped
+    as one batch, each row hearing its backing (moved `shift` semitones: the tritone check)."""
     if not cuts:
         return []
     eng = engine.CpuEngine(info, threads=1, batch=len(cuts))
     hs, cs, first = [], [], []
     for cut in cuts:
-        lg, h, c = eng.run_window(cut.seed)
+        codes = None
+        if cut.harm is not None:
+            codes = cut.harm.moved(shift).at(exprharm.Lookup.of(cut.seed, np.zeros(len(cut.seed))).ticks)
+        lg, h, c = eng.run_window(cut.seed, codes)
         hs.append(h), cs.append(c), first.append(lg[-1])
     eng.state = (np.concatenate(hs, 1), np.concatenate(cs, 1))
-    return answer(np.stack(first), eng.step_batch, cuts, cfg, seed)
+    return answer(np.stack(first), eng.step_batch, cuts, cfg, seed, eng.set_harmony_rows, shift)
 
 
 def _counts(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -308,15 +328,26 @@ def lead_report(info, markov: Markov | None, eval_seqs: list, val_seqs: list, tr
         auc = judged({_NAMES[k]: (f_val[k], f_val["real"]) for k in gen},
                      {_NAMES[k]: (f_test[k], f_test["real"]) for k in gen}, masks)
     cp = copies(w_test["model"] + w_test["real"], train_syms)
+    tritone = model_answers(info, test, cfg, seed, exprharm.TRITONE)
     for c, m in masks.items():
         idx = np.flatnonzero(m)
+        backed = [i for i in idx if test[i].harm is not None]
+        own = [test[i].harm for i in backed]
         report["per_corpus"][c] = {
             "cuts": len(idx),
             "stats": {k: leadstats.summary([w_test[k][i] for i in idx]) for k in w_test if k != "real_next"},
             "judge_auc": {k: v[c] for k, v in auc.items()} if len(idx) >= MIN_CUTS else {},
             "echo_share": echo_shares(w_test, test, idx),
             "copy_longest_p95": float(np.percentile(cp[idx], 95)),
-            "copy_longest_p95_real": float(np.percentile(cp[len(test) + idx], 95))}
+            "copy_longest_p95_real": float(np.percentile(cp[len(test) + idx], 95)),
+            "expression": {k: exprharm.expression_stats([w_test[k][i] for i in idx]) for k in ("model", "real")},
+            "chord_tones": {
+                "model": exprharm.chord_tone_share([w_test["model"][i] for i in backed], own),
+                "real": exprharm.chord_tone_share([w_test["real"][i] for i in backed], own),
+                "model_tritone": exprharm.chord_tone_share([tritone[i] for i in backed],
+                                                           [h.moved(exprharm.TRITONE) for h in own]),
+                "real_vs_tritone": exprharm.chord_tone_share([w_test["real"][i] for i in backed],
+                                                             [h.moved(exprharm.TRITONE) for h in own])}}
     return report
 
 
@@ -342,6 +373,14 @@ def format_lead(r: dict) -> list[str]:
                 f"{k} {v:.3f}" for k, v in e["echo_share"].items()))
         lines.append(f"    longest copy from the training data, p95: {e['copy_longest_p95']:.0f} notes "
                      f"(real: {e['copy_longest_p95_real']:.0f})")
+        if e.get("expression"):
+            x = e["expression"]
+            lines.append("    notes bent / with vibrato (pooled): " + ", ".join(
+                f"{k} {x[k]['bent_share']:.3f} / {x[k]['vibrato_share']:.4f}" for k in x))
+        if e.get("chord_tones"):
+            t = e["chord_tones"]
+            lines.append("    chord tones among notes on a beat over the backing: " + ", ".join(
+                f"{k.replace('_', ' ')} {v['share']:.3f} (n={v['notes']})" for k, v in t.items()))
     return lines
 
 

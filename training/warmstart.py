@@ -40,10 +40,10 @@ def onnx_state_dict(path: str | Path, hidden: int, layers: int) -> dict[str, tor
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     lstms = [n for n in graph.node if n.op_type == "LSTM"]
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
-    add = [n for n in graph.node if n.op_type == "Add"]
-    weights = {n.name: next((init[i] for i in n.input if i in init), None) for n in matmuls}
-    matmul = [n for n in matmuls if weights[n.name] is not None and weights[n.name].shape[0] == hidden]  # the head
-    harm = [n for n in matmuls if n not in matmul]  # the harmony projection (codec 2)
+    add = [n for n in graph.node if n.op_type == "Add" and any(i in init for i in n.input)]  # the head's bias
+    weights = [next((init[i] for i in n.input if i in init), None) for n in matmuls]
+    matmul = [n for n, w in zip(matmuls, weights) if w is not None and w.shape[0] == hidden]  # the head
+    harm = [w for n, w in zip(matmuls, weights) if w is not None and w.shape[0] != hidden]  # harmony (codec 2)
     if len(lstms) != layers or len(matmul) != 1 or len(harm) > 1 or len(add) != 1 or "embed.weight" not in init:
         raise UserError(f"{path}: not a leadline step graph of {layers} LSTM layers (found {len(lstms)} LSTM, "
                         f"{len(matmul)} MatMul nodes)")
@@ -57,7 +57,7 @@ def onnx_state_dict(path: str | Path, hidden: int, layers: int) -> dict[str, tor
     sd["head.weight"] = next(init[n] for n in matmul[0].input if n in init).T
     sd["head.bias"] = next(init[n] for n in add[0].input if n in init)
     if harm:
-        sd["harmony.weight"] = weights[harm[0].name].T
+        sd["harmony.weight"] = harm[0].T
     return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in sd.items()}
 
 

@@ -203,3 +203,39 @@ def test_one_part_over_several_channels_is_merged_unless_doubled():
     assert len(lead.tracks) == 2 and len(lead.notes) == 80  # one string per channel: one part
     doubled = smf(programs + absolute(string(0, 40, 0) + string(1, 40, 0, lag=4)))
     assert len(midifile.pick_lead(midifile.read(doubled).tracks, CFG).tracks) == 1
+
+
+# --- expression: pitch bend read as each note's bend (codec 2) ----------------------------------------------
+
+def bend(value, time=0, ch=0):
+    return mido.Message("pitchwheel", pitch=value, time=time, channel=ch)
+
+
+def cc(number, value, time=0, ch=0):
+    return mido.Message("control_change", control=number, value=value, time=time, channel=ch)
+
+
+def test_a_whole_step_bend_reached_after_a_sixteenth_and_released():
+    """ppq 96: 4 file ticks a grid tick. A quarter note bent up 2 semitones (8191 at the default range of 2)
+    over 6 grid ticks, held, back at 0 three quarters in; the next note plain."""
+    ramp = [bend(8191 * k // 6, time=4 if k else 0) for k in range(7)]  # grid ticks 0..6
+    track = named("Lead Guitar") + [on(64)] + ramp + [bend(0, time=4 * 12), off(64, time=4 * 6), on(62), off(62, 96)]
+    got = midifile.read(smf(track)).tracks[0].notes()
+    assert [(n.pitch, n.bend, n.bend_at, n.release) for n in got] == [(64, 4, 6, 2), (62, 0, 0, 0)]
+
+
+def test_rpn_bend_range_scales_the_bend():
+    """RPN 0 sets 12 semitones: 8192 / 12 is a half step (here bent before the note is struck); at the default
+    range of 2 the same value would be a sixth of a semitone, under the 0.2 that counts as a bend."""
+    rpn = [cc(101, 0), cc(100, 0), cc(6, 12), cc(38, 0), cc(101, 127), cc(100, 127)]
+    track = named("Lead Guitar") + rpn + [bend(8192 // 12), on(64, time=1), off(64, 96), bend(0)]
+    (n,) = midifile.read(smf(track)).tracks[0].notes()
+    (plain,) = midifile.read(smf(named("Lead Guitar") + track[2 + len(rpn):])).tracks[0].notes()
+    assert not plain.expressive
+    assert n.bend == 2 and n.bend_at == 0  # 2 quarter tones = 1 semitone, bent before the onset
+
+
+def test_a_part_without_pitch_bend_has_no_expression():
+    track = named("Lead Guitar") + [on(64), off(64, 96)]
+    t = midifile.read(smf(track)).tracks[0]
+    assert t.expression is None and not t.notes()[0].expressive

@@ -198,3 +198,25 @@ def test_snapping_moves_training_lines_only_and_keeps_duplicates_found(corpus):
     before, after = onsets(plain, "train"), onsets(snap, "train")
     assert before != after
     assert min(ingest.grid_share(np.array(a)) for a in after) >= 0.6
+
+
+def test_harmony_beside_each_token_is_the_other_tracks_and_turns_with_a_transposition(corpus, tmp_path):
+    """Paranoid (a full band file): the backing (rhythm guitar, bass, ...) sounds under most of its lead's steps; a
+    training copy moved by k semitones carries its harmony moved by k; the codes are what harmony.codes_at gives
+    from the file's own non-lead tracks."""
+    from leadline.daemon import harmony
+
+    cfg = DataConfig(transpose=(5,), split=(1.0, 0.0, 0.0), snap_below=0.0)
+    src = corpus / "sabbath" / "Paranoid.mid"
+    c = ingest.build([str(src)], cfg, jobs=1, progress=False)
+    plain, moved = (c.index[c.index["transpose"] == k][0] for k in (0, 5))
+    h0, h5 = (np.asarray(c.harmony[r["start"]:r["end"]]) for r in (plain, moved))
+    assert (h0 != harmony.NONE).mean() > 0.5
+    assert np.array_equal(harmony.transpose(h0, 5), h5)
+    data = midifile.read(src)
+    lead = midifile.pick_lead(data.tracks, cfg)
+    tokens = np.asarray(c.tokens[plain["start"]:plain["end"]])
+    start = data.bar_start(int(lead.line.onset[0]))
+    want = harmony.codes_at(ingest.token_ticks(tokens, start),
+                            *harmony.backing_notes(harmony.backing_tracks(data.tracks, lead.tracks)))
+    assert np.array_equal(h0, want)

@@ -81,7 +81,9 @@ def test_a_shard_records_each_file_as_processed(corpus, tmp_path):  # noqa: F811
     rows = list(shards.file_results(tmp_path / "p"))
     assert [r["name"] for r, _ in rows] == [f.name for f in ingest.find_files([str(corpus)], DataConfig())]
     used = [fr for _, fr in rows if not fr.reason]
-    assert len(used) == 9 and all(t[0] == codec.BOS and t.dtype == np.uint16 for fr in used for _, t in fr.sequences)
+    # each sequence packs token | harmony << 16 (ingest.packed)
+    assert len(used) == 9 and all(t[0] & 0xFFFF == codec.BOS and t.dtype == np.uint32
+                                  for fr in used for _, t in fr.sequences)
 
 
 @pytest.mark.parametrize("value", ["1", "a/b", "3/2", "-1/2"])
@@ -91,19 +93,25 @@ def test_shard_values_must_be_k_of_n(value):
 
 
 def test_the_array_encoder_and_transposition_give_codec_encode_tokens():
-    """Random lines (unsorted onsets, chords, long gaps, repeated velocities): ingest's `_encode` and
-    `transposed` give exactly what `codec.encode` gives note by note."""
+    """Random lines (unsorted onsets, chords, long gaps, repeated velocities, bends, releases, vibrato):
+    ingest's `_encode` and `transposed` give exactly what `codec.encode` gives note by note."""
     rng = np.random.default_rng(0)
     for trial in range(500):
         n = int(rng.integers(0, 40))
-        line = Line(rng.integers(0, 600, n), rng.integers(1, 300, n), None, rng.choice([1, 7, 8, 64, 127], n))
+        bend = np.where(rng.random(n) < 0.3, rng.choice(codec.BEND_STEPS, n), 0)
+        expr = np.c_[bend, np.where(bend != 0, rng.choice(codec.BEND_AT, n), 0),
+                     np.where(bend != 0, rng.integers(0, 3, n), 0), rng.choice([0, 0, 0, 1, 2], n)]
+        line = Line(rng.integers(0, 600, n), rng.integers(1, 300, n), None, rng.choice([1, 7, 8, 64, 127], n),
+                    expr.astype(np.int8))
         pitch, start = rng.integers(30, 100, n), 0
         for k in (0, -2, 3):
-            notes = [codec.Note(*map(int, x)) for x in zip(line.onset, line.duration, pitch + k, line.velocity)]
+            notes = [codec.Note(*map(int, x[:4]), *map(int, x[4])) for x in
+                     zip(line.onset, line.duration, pitch + k, line.velocity, line.expression)]
             expected = np.array(codec.encode(notes, start=start), np.uint16)
             assert np.array_equal(ingest.transposed(ingest._encode(line, pitch, start), k), expected), (trial, k)
     with pytest.raises(codec.CodecError, match="before the cursor"):
-        ingest._encode(Line(np.array([3]), np.array([5]), None, np.array([80])), np.array([60]), 4)
+        ingest._encode(Line(np.array([3]), np.array([5]), None, np.array([80]), np.zeros((1, 4), np.int8)),
+                       np.array([60]), 4)
 
 
 @dataclass
@@ -112,3 +120,7 @@ class Line:
     duration: np.ndarray
     pitch: object
     velocity: np.ndarray
+    expression: np.ndarray
+
+    def expression_or_zeros(self) -> np.ndarray:
+        return self.expression

@@ -57,7 +57,7 @@ def test_reset_at_bos_scores_each_song_from_a_zero_state():
     x = np.concatenate([a, b])[None]
     with torch.no_grad():
         both, _, _ = trainer.forward_chunk(model, x, *model.init_state(1))
-        alone, _, _ = model(torch.from_numpy(b[None]), *model.init_state(1))
+        alone, _, _ = model(torch.from_numpy(b[None]), torch.zeros(1, len(b), 24), *model.init_state(1))
     assert torch.allclose(both[0, len(a):], alone[0], atol=1e-6)
 
 

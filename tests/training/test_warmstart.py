@@ -40,6 +40,7 @@ def test_a_run_started_from_a_trained_model_begins_where_it_left_off(trained_mod
     t = trainer.train(cfg, data, tmp_path / "run", tiny_cache, progress=False, init=trained_model)
     scratch = trainer.train(cfg, data, tmp_path / "scratch", tiny_cache, progress=False)
     warm_bits, scratch_bits = (x.best["val_loss"] / trainer.LN2 for x in (t, scratch))
-    assert t.step == 3 and abs(warm_bits - trained) < 0.1 < scratch_bits - trained
+    # (3 more steps may still improve on the trained model: codec 2's tiny run goes from 5.20 to 5.07)
+    assert t.step == 3 and warm_bits - trained < 0.1 < scratch_bits - trained
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ck["init"]["model"] == str(trained_model) and len(ck["init"]["sha256"]) == 64
