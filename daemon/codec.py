@@ -18,25 +18,17 @@ Token stream, one token per model step:
 A note's expression comes just before its NOTE, in the order [VEL] [BEND BAT [REL]] [VIB] NOTE DUR, and
 belongs to that one note: a sampler picks the pitch knowing how it will be bent (codec 2).
 
-Expression (codec 2), measured on the rock-o-net guitar tracks (bench/expression.py: 300 files, 337 tracks
-with pitch bends, 8,333 bent notes, each file's RPN 0 bend range honoured): 3.9 % of the notes of a track
-that bends are bent; the deepest point is +2 semitones (a whole-step bend) for 29 % of them, +1 for 14 %,
-+0.5 for 13 %, and the same below (a release or dive: -2 17 %, -1 7 %), so BEND holds -2..+2 semitones in
-quarter tones (deeper whammy dives, 3 %, are clipped to 2 semitones); 30 % are bent before the note is struck
-(pre-bends), the rest reach the target after a median 6 ticks (a 16th; quartiles 5.6 and 12); 37 % come back
-within the note, at a median 73 % of it (quartiles 43 % and 93 %); vibrato (3+ turns of the bend in one note)
-is 4.6 % of bent notes, 0.4 to 2 semitones wide, a cycle per about 8 ticks at the median.
-
-Choices (measured on the lead lines of ../shared/data, 1.03 M notes, by bench/ingest.py):
-- grid 24 ticks/beat = one MIDI clock tick: holds 16ths (6), 32nds (3), 16th triplets (4), 32nd triplets (2);
-- SHIFT up to 96 ticks = one 4/4 bar: 98.6% of onset gaps are no longer (median 12, p90 25); longer rests
-  cost one token per bar;
-- durations: every tick up to a beat (90% of notes), then coarser (3, 6, 12 ticks) up to 8 beats; 95% of
-  notes fall exactly on a step; longer notes are cut at 8 beats (0.11% of notes, 0.19% in rock);
-- velocity: 16 bins of 8, decoded to the bin's centre: rock transcriptions use a median of 2 velocities a
-  line, jazz 42; a step of 8 is below what a listener tells apart between adjacent hits;
-- pitch C1..B7 (24..107): the guitar range E2..E6 with room to spare (0.014% of notes fall outside and are
-  moved by octaves into range).
+Expression (codec 2), measured by bench/expression.py (bench/results/expression.json) on 300 rock-o-net files:
+317 guitar tracks carry pitch bend (each file's RPN 0 range honoured: 2 semitones in 215 of them, 12 in 88).
+3.7 % of their notes are bent (0.2 semitones or more); the deepest point is +2 semitones (a whole-step bend) for
+24 % of them, +1 for 19 %, +0.5 for 10 %, and below the note (a release from a pre-bend, a dive) -2 for 17 %,
+-1 for 12 %; 7 % go deeper than 2 semitones (whammy, 12-semitone ranges) and are clipped to 2, so BEND holds
+-2..+2 semitones in quarter tones. 39 % are bent before the note is struck (BAT 0, a pre-bend); the others
+reach their depth after a median 9 ticks (quartiles 6 and 12, p10 5, p90 27: BAT 3, 6, 12, 24). 42 % come back
+within the note, at a median 58 % of it (quartiles 24 % and 89 %: REL at 1/4 or 3/4). 8 % of bent notes have
+vibrato (3+ turns of the bend), a median 1 semitone wide (p10 0.4): VIB +-0.25 or +-0.5. On the lead lines
+leadline trains on, 2.5 % of notes are bent and 0.08 % have vibrato. The bend is the channel's: a bent double
+stop bends both strings (the daemon has one channel).
 """
 from __future__ import annotations
 
