@@ -39,10 +39,11 @@ def _train_rate(hidden: int, device: str, seconds: float) -> dict:
     model = LeadLSTM(ModelArgs(hidden=hidden)).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(1, model.args.vocab, (32, 129), device=device)
+    harm = (torch.rand(32, 128, model.args.harmony, device=device) < 0.25).float()  # some backing heard
     h, c = model.init_state(32, device)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or steps < 3:
-        logits, _, _ = model(x[:, :-1], h, c)
+        logits, _, _ = model(x[:, :-1], harm, h, c)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
