@@ -39,6 +39,19 @@ def test_grammar_note_then_dur_and_never_bos():
     assert np.sum(kinds == codec.K_NOTE) > 100  # the test saw many notes
 
 
+@pytest.mark.parametrize("mode", ["full", "bends", "off"])
+def test_expression_keeps_its_order_and_its_mode(mode):
+    """Sampled streams decode without a single grammar error: BEND then BAT, [REL], [VIB], then a NOTE; `bends`
+    samples no VIB, `off` no expression at all (a synth that mishandles pitch bend)."""
+    toks = _run(Sampler(SamplingConfig(temperature=2.0, top_p=1.0, low="C1", high="B7"), seed=7, expression=mode),
+                20000)
+    d = codec.Decoder()
+    notes = [n for n in map(d.feed, toks) if n is not None]
+    assert d.errors == 0 and len(notes) > 500
+    bent, vib = sum(n.bend != 0 for n in notes), sum(n.vibrato != 0 for n in notes)
+    assert (bent > 20, vib > 20) == {"full": (True, True), "bends": (True, False), "off": (False, False)}[mode]
+
+
 def test_grammar_overrides_strong_logits():
     s = Sampler(SamplingConfig(), seed=0)
     bos_heavy = np.zeros(V, np.float32)
