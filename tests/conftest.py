@@ -59,6 +59,7 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     torch.manual_seed(0)
     model = LeadLSTM(ModelArgs(embed=16, hidden=32, layers=2, dropout=0.0)).eval()
     torch.nn.init.normal_(model.harmony.weight, std=0.5)  # (zero in a fresh model): the harmony input is heard
+    torch.nn.init.normal_(model.harmony_out.weight, std=0.5)
     path = write_model_dir(model, tmp_path_factory.mktemp("models") / "tiny", {"note": "random test model"})
     return TinyModel(path, model)
 

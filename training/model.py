@@ -25,8 +25,12 @@ class ModelArgs:
 
 class LeadLSTM(nn.Module):
     """events (B, T) int64, harmony (B, T, 24) float32, state (h, c) each (layers, B, hidden) -> logits
-    (B, T, vocab), new state. The harmony projection starts at zero: a fresh model, or one started from a
-    codec 1 model's weights, plays as if there were no backing until it has learnt to listen."""
+    (B, T, vocab), new state. The harmony reaches the model twice: projected into the LSTM's input (added to
+    the token embedding: the state can follow the changes) and straight onto the logits (`harmony_out`: a
+    chord-tone prior per token, which a warm-started LSTM learns in far fewer steps; with the input path alone
+    one epoch from the codec 1 weights left the harmony unused, 0.0 % fewer bits). Both start at zero: a fresh
+    model, or one started from a codec 1 model's weights, plays as if there were no backing until it has learnt
+    to listen."""
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -38,6 +42,8 @@ class LeadLSTM(nn.Module):
                             dropout=args.dropout if args.layers > 1 else 0.0)
         self.drop = nn.Dropout(args.dropout)
         self.head = nn.Linear(args.hidden, args.vocab)
+        self.harmony_out = nn.Linear(args.harmony, args.vocab, bias=False)
+        nn.init.zeros_(self.harmony_out.weight)
 
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.args.layers, batch, self.args.hidden)
@@ -45,7 +51,7 @@ class LeadLSTM(nn.Module):
 
     def forward(self, events: torch.Tensor, harm: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         out, (h_out, c_out) = self.lstm(self.embed(events) + self.harmony(harm), (h, c))
-        return self.head(self.drop(out)), h_out, c_out
+        return self.head(self.drop(out)) + self.harmony_out(harm), h_out, c_out
 
 
 _PCS = torch.arange(12)

@@ -41,10 +41,14 @@ def onnx_state_dict(path: str | Path, hidden: int, layers: int) -> dict[str, tor
     lstms = [n for n in graph.node if n.op_type == "LSTM"]
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
     add = [n for n in graph.node if n.op_type == "Add" and any(i in init for i in n.input)]  # the head's bias
+    vocab = len(init["embed.weight"]) if "embed.weight" in init else -1
     weights = [next((init[i] for i in n.input if i in init), None) for n in matmuls]
     matmul = [n for n, w in zip(matmuls, weights) if w is not None and w.shape[0] == hidden]  # the head
-    harm = [w for n, w in zip(matmuls, weights) if w is not None and w.shape[0] != hidden]  # harmony (codec 2)
-    if len(lstms) != layers or len(matmul) != 1 or len(harm) > 1 or len(add) != 1 or "embed.weight" not in init:
+    # codec 2's harmony paths: into the LSTM's input (24, embed), onto the logits (24, vocab)
+    harm = [w for n, w in zip(matmuls, weights) if w is not None and w.shape[0] != hidden and w.shape[1] != vocab]
+    harm_out = [w for n, w in zip(matmuls, weights) if w is not None and w.shape[0] != hidden and w.shape[1] == vocab]
+    if (len(lstms) != layers or len(matmul) != 1 or len(harm) > 1 or len(harm_out) > 1 or len(add) != 1
+            or "embed.weight" not in init):
         raise UserError(f"{path}: not a leadline step graph of {layers} LSTM layers (found {len(lstms)} LSTM, "
                         f"{len(matmul)} MatMul nodes)")
     sd = {"embed.weight": init["embed.weight"]}
@@ -58,6 +62,8 @@ def onnx_state_dict(path: str | Path, hidden: int, layers: int) -> dict[str, tor
     sd["head.bias"] = next(init[n] for n in add[0].input if n in init)
     if harm:
         sd["harmony.weight"] = harm[0].T
+    if harm_out:
+        sd["harmony_out.weight"] = harm_out[0].T
     return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in sd.items()}
 
 
@@ -86,7 +92,8 @@ def load_into(model: LeadLSTM, model_dir: str | Path) -> dict:
     for key in ("embed.weight", "head.weight"):
         sd[key] = torch.cat([sd[key], fresh[key][n:]])
     sd["head.bias"] = torch.cat([sd["head.bias"], sd["head.bias"].min().expand(a.vocab - n)])
-    sd.setdefault("harmony.weight", fresh["harmony.weight"])
+    for key in ("harmony.weight", "harmony_out.weight"):  # (a model from before either path)
+        sd.setdefault(key, fresh[key])
     model.load_state_dict(sd)
     digest = hashlib.sha256(info.onnx.read_bytes()).hexdigest()
     return {"model": str(model_dir), "sha256": digest, **({"codec_version": old_codec} if old_codec else {})}
