@@ -111,6 +111,11 @@ def run_loop(live: Live, out: Output, inputs: list, end_ns: int) -> None:
     live.all_off(everything=True)  # the take's end: Stop (replayed above) or exit
 
 
+def logged_inputs(events: list) -> list[tuple[int, list[int], bool]]:
+    """(t_ns, message, whether it came on the band's port) of what came in, in the log's order."""
+    return [(e[1], e[2:], e[0] == "b") for e in events if e[0] in ("i", "b")]
+
+
 def note_ons(events, channel: int) -> list[tuple[int, int, int]]:
     return [(t, m[1], m[2]) for t, m in events if len(m) == 3 and m[0] == 0x90 | channel and m[2]]
 
@@ -139,7 +144,7 @@ def replay(path: str | Path, model: str | None = None) -> dict:
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: {e}") from None
     live, out, path = rebuild(header, model)
-    inputs = [(e[1], e[2:], e[0] == "b") for e in events if e[0] in ("i", "b")]
+    inputs = logged_inputs(events)
     logged_out = [(e[1], e[2:]) for e in events if e[0] == "o"]
     ends = [e[1] for e in events if e[0] == "c"]  # the last counters: the take's end (Stop, exit)
     run_loop(live, out, inputs, ends[-1] if ends else max((e[1] for e in events), default=out.t))
