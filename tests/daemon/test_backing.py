@@ -325,3 +325,15 @@ def test_a_take_over_the_band_logs_it_and_replays_exactly(tiny_engine, tiny_mode
     inputs = replay.logged_inputs(events)  # without it, so the harmony each step heard is compared too)
     replay.run_loop(again, out, inputs, max(e[1] for e in events))
     assert list(again.improviser.codes) == list(live.improviser.codes)
+
+
+def test_the_status_line_shows_the_chord_the_band_sounds(tiny_engine, monkeypatch):
+    from leadline.daemon.serve import Status
+
+    rig = Rig(tiny_engine, monkeypatch, 1)
+    status = Status(rig.live, ports.InputQueue(16), "cpu")
+    rig.feed([START])
+    rig.song(12, {}, chord({}, 2, 99, C_MAJOR))
+    assert " | band C E G/C | " in status.line()
+    rig.feed([STOP])
+    assert " band " not in status.line()
