@@ -123,8 +123,9 @@ class Live(Keeping):
         """One message that came in: on the player's input, or (`backing`) on the band's port."""
         if self.recorder is not None:
             self.recorder.inp(t_ns, msg, backing)
-        if self.echo.echo(t_ns, msg):
-            return  # leadline's own message back on its input (a loopback): not the player
+        if not backing and self.echo.echo(t_ns, msg):
+            return  # leadline's own message back on its input (a loopback): not the player (the band's port is
+            # not guarded: the band often strikes leadline's note on the beat, and is never answered anyway)
         status = msg[0]
         if status >= 0xF0:
             if (status in (0xF8, 0xFA, 0xFB, 0xFC, 0xF2) and self.cfg.clock.source != "internal"

@@ -337,3 +337,13 @@ def test_the_status_line_shows_the_chord_the_band_sounds(tiny_engine, monkeypatc
     assert " | band C E G/C | " in status.line()
     rig.feed([STOP])
     assert " band " not in status.line()
+
+
+def test_the_band_striking_leadlines_own_note_is_not_taken_for_an_echo(tiny_engine, monkeypatch):
+    """On the beat, leadline plays E3 on channel 1 and the band's chord holds E3 on channel 1 too: the band's
+    port is not loopback-guarded, the chord is whole."""
+    rig = Rig(tiny_engine, monkeypatch, 1)
+    rig.live.echo.sent(rig.fake.t, [0x90, 52, 100])
+    for p in C_MAJOR:
+        rig.feed([0x90, p, 100], backing=True)
+    assert rig.live.backing.code(1) == C_CODE and rig.live.echo.echoes == 0
