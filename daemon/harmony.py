@@ -133,6 +133,18 @@ class Backing:
         self._valid_until = -1  # the code is last_code up to this tick (exclusive), unless _dirty
         self._dirty = False
 
+    def message(self, kind: int, data1: int, data2: int, tick: int) -> None:
+        """A channel message of the band's (`kind`: its status & 0xF0) at song tick `tick`: notes and the
+        sustain pedal set the harmony, All Notes Off / All Sound Off silence it, the rest is not heard."""
+        if kind == 0x90 and data2:
+            self.note_on(data1)
+        elif kind == 0x80 or kind == 0x90:
+            self.note_off(data1, tick)
+        elif kind == 0xB0 and data1 == 64:
+            self.sustain(data2 >= 64, tick)
+        elif kind == 0xB0 and data1 in (120, 123):
+            self.clear()
+
     def note_on(self, pitch: int) -> None:
         self.sounding[pitch] = self.sounding.get(pitch, 0) + 1
         self.released.pop(pitch, None)

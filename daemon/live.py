@@ -135,8 +135,8 @@ class Live(Keeping):
         ch, kind = status & 0x0F, status & 0xF0
         if len(msg) < 3 or (msg[1] | msg[2]) > 0x7F:
             return  # truncated, unused (program change, aftertouch) or not MIDI (a data byte >= 0x80)
-        if backing or ch in self.backing_channels:
-            self._band(t_ns, kind, msg[1], msg[2])
+        if backing or ch in self.backing_channels:  # the band: heard, never the player (no answer, echo, control)
+            self.backing.message(kind, msg[1], msg[2], self._tick_at(t_ns))
         elif kind == 0xB0:
             self._control(ch, msg[1], msg[2])
         elif kind in (0x80, 0x90) and (self.cfg.midi.in_channel in (0, ch + 1)):
@@ -151,18 +151,6 @@ class Live(Keeping):
             return False
         self.clock_band, self.clock_seen_ns = backing, t_ns
         return True
-
-    def _band(self, t_ns: int, kind: int, data1: int, data2: int) -> None:
-        """A message of the band's: its notes and sustain pedal set the harmony, its All Notes Off clears it;
-        nothing else (it is not the player: no answer, no echo, no control)."""
-        if kind == 0x90 and data2:
-            self.backing.note_on(data1)
-        elif kind in (0x80, 0x90):
-            self.backing.note_off(data1, self._tick_at(t_ns))
-        elif kind == 0xB0 and data1 == 64:
-            self.backing.sustain(data2 >= 64, self._tick_at(t_ns))
-        elif kind == 0xB0 and data1 in (120, 123):
-            self.backing.clear()
 
     def _tick_at(self, t_ns: int) -> int:
         """The song tick of a message that came at `t_ns`."""
