@@ -381,11 +381,13 @@ class Daemon:
     """`leadline serve` as a child process on the private server."""
 
     IN, OUT = "leadline:leadline in", "leadline:leadline out"  # leadline's own JACK client (jacknative)
+    BACKING = "leadline:leadline backing"  # the band's input (midi.backing_port)
 
     def __init__(self, server: JackServer, model: str | Path, *settings: str, log: Path | None = None,
                  args: tuple[str, ...] = ()) -> None:
-        if "midi.jack_native=false" in settings:  # python-rtmidi's two clients
+        if "midi.jack_native=false" in settings:  # python-rtmidi's clients
             self.OUT = "leadline-out:leadline out"
+            self.BACKING = "leadline-backing:leadline backing"
         args = [sys.executable, "-m", "leadline.daemon.cli", "-v", "serve", "--api", "jack", "--model", str(model),
                 *args]
         for s in settings:

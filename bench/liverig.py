@@ -115,8 +115,9 @@ class Rig:
         assert not left, f"after {why}: notes still sounding {left}"
         assert len(self.live.queue) == 0, f"after {why}: {len(self.live.queue)} messages still scheduled"
 
-    def feed(self, msg) -> None:
-        self.live.handle(self.fake.t, list(msg))
+    def feed(self, msg, backing: bool = False) -> None:
+        """A message on the player's input, or (`backing`) on the band's port."""
+        self.live.handle(self.fake.t, list(msg), backing)
 
     def pass_(self, ns: float = 0) -> None:
         """Time goes by, then one loop pass."""
@@ -128,10 +129,13 @@ class Rig:
             self.feed([CLOCK])
             self.pass_()
 
-    def song(self, ticks: int, events: dict[int, list]) -> None:
-        """`ticks` clock ticks from the song position now; `events[k]` (messages) go in just after tick k."""
+    def song(self, ticks: int, events: dict[int, list], band: dict[int, list] | None = None) -> None:
+        """`ticks` clock ticks from the song position now; `events[k]` (messages) go in just after tick k,
+        `band[k]` too, on the band's port (first)."""
         for k in range(ticks):
             self.ticks(1)
+            for msg in (band or {}).get(k, ()):
+                self.feed(msg, backing=True)
             for msg in events.get(k, ()):
                 self.feed(msg)
 

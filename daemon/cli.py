@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("respond", help="answer a phrase from a MIDI file, offline")
     _common(s)
     s.add_argument("input", help="MIDI file whose lead material is the player's phrase")
-    s.add_argument("-o", "--output", required=True, help="MIDI file to write (player + answer)")
+    s.add_argument("-o", "--output", required=True, help="MIDI file to write (player + answer, + backing)")
+    s.add_argument("--backing", metavar="BACKING.mid", help="the band to play over: its pitched, non-drum tracks, "
+                   "on the input's timeline (default: the input's other pitched tracks, if any)")
     s.add_argument("--model", help="model directory (default: engine.model)")
     s.add_argument("--bars", type=int, help="length of the answer in bars (default: respond.bars)")
     s.add_argument("--seed", type=int, default=0, help="random seed for sampling")

@@ -41,8 +41,19 @@ class MidiConfig:
     max_held_beats: float = 16.0  # a player note held longer counts as released (its note-off was lost)
     max_note_beats: Optional[float] = None  # leadline's own notes end after this many beats; None/0 = off
     echo_ms: float = 30.0  # leadline's own message back on its input within this is an echo; 0 = off
+    backing_channels: tuple[int, ...] = ()  # notes on these channels (1..16) of the input are the band's
+    backing_port: Optional[str] = "leadline backing"  # a second virtual input: the band's; None = none
 
     def check(self) -> None:
+        for ch in self.backing_channels:
+            _range("midi.backing_channels", ch, 1, 16)
+        if self.in_channel and self.in_channel in self.backing_channels:
+            raise ConfigError(f"midi.backing_channels: {list(self.backing_channels)} (holds midi.in_channel "
+                              f"{self.in_channel}: the player's channel cannot be the band's)")
+        if self.backing_port is not None and not self.backing_port.strip():
+            raise ConfigError(f"midi.backing_port: {self.backing_port!r} (a port name, or null for none)")
+        if self.backing_port in (self.in_port, self.out_port):
+            raise ConfigError(f"midi.backing_port: {self.backing_port!r} (the name of another of leadline's ports)")
         _range("midi.max_held_beats", self.max_held_beats, 1, 1024)
         if self.max_note_beats:  # (null or 0: off)
             _range("midi.max_note_beats", self.max_note_beats, 1 / 24, 1024)

@@ -104,19 +104,54 @@ def backing_notes(tracks: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return onset, end, np.concatenate([t.pitch for t in tracks]).astype(np.int64)
 
 
+_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def describe(c: int) -> str:
+    """'C E G/C': the pitch classes of code `c`, then its bass; '-' for silence."""
+    if not c & 0xFFF:
+        return "-"
+    bass = bass_of(c)
+    return " ".join(_NAMES[pc] for pc in pitch_classes(c)) + (f"/{_NAMES[bass]}" if bass is not None else "")
+
+
 class Backing:
     """The live backing: note-ons and note-offs on the backing input, stamped in song ticks -> the code now.
 
-    Not thread-safe by itself: the owner calls it from one thread (the engine thread)."""
+    The harmony is what sounds: a note-off while the sustain pedal (CC 64) is down ends the note when the
+    pedal comes up. `pc_hist` is a decayed pitch-class histogram of the struck notes (for key estimation).
+    Not thread-safe by itself: the owner calls it from one thread (the engine thread). `code` costs one
+    comparison unless a note came or went, or a released note's HOLD ran out."""
 
     def __init__(self) -> None:
         self.sounding: dict[int, int] = {}  # pitch -> count of held notes
         self.released: dict[int, int] = {}  # pitch -> tick it was released at
+        self.sustained: set[int] = set()  # pitches released while the pedal is down
+        self.pedal = False
+        self.pc_hist = np.zeros(12)
         self.last_code = NONE
+        self._valid_until = -1  # the code is last_code up to this tick (exclusive), unless _dirty
+        self._dirty = False
+
+    def message(self, kind: int, data1: int, data2: int, tick: int) -> None:
+        """A channel message of the band's (`kind`: its status & 0xF0) at song tick `tick`: notes and the
+        sustain pedal set the harmony, All Notes Off / All Sound Off silence it, the rest is not heard."""
+        if kind == 0x90 and data2:
+            self.note_on(data1)
+        elif kind == 0x80 or kind == 0x90:
+            self.note_off(data1, tick)
+        elif kind == 0xB0 and data1 == 64:
+            self.sustain(data2 >= 64, tick)
+        elif kind == 0xB0 and data1 in (120, 123):
+            self.clear()
 
     def note_on(self, pitch: int) -> None:
         self.sounding[pitch] = self.sounding.get(pitch, 0) + 1
         self.released.pop(pitch, None)
+        self.sustained.discard(pitch)
+        self.pc_hist *= 0.97
+        self.pc_hist[pitch % 12] += 1.0
+        self._dirty = True
 
     def note_off(self, pitch: int, tick: int) -> None:
         n = self.sounding.get(pitch, 0) - 1
@@ -124,18 +159,40 @@ class Backing:
             self.sounding[pitch] = n
         elif n == 0:
             del self.sounding[pitch]
-            self.released[pitch] = tick
+            if self.pedal:
+                self.sustained.add(pitch)
+            else:
+                self.released[pitch] = tick
+            self._dirty = True
+
+    def sustain(self, down: bool, tick: int) -> None:
+        """The sustain pedal (CC 64 >= 64: down); up releases the notes it held, at `tick`."""
+        self.pedal = down
+        if not down and self.sustained:
+            for p in self.sustained:
+                if p not in self.sounding:
+                    self.released[p] = tick
+            self.sustained.clear()
+            self._dirty = True
 
     def clear(self) -> None:
-        """All notes off (Stop, a lost input): silence, at once."""
+        """All notes off (Stop, a lost input, panic, the band's All Notes Off): silence, at once. The key
+        histogram is kept (the song's key has not changed)."""
         self.sounding.clear()
         self.released.clear()
+        self.sustained.clear()
+        self.pedal = False
         self.last_code = NONE
+        self._valid_until, self._dirty = -1, False
 
     def code(self, tick: int) -> int:
         """The harmony code at song tick `tick` (released notes older than HOLD are forgotten)."""
+        if not self._dirty and tick < self._valid_until:
+            return self.last_code
         for p in [p for p, t in self.released.items() if tick - t >= HOLD]:
             del self.released[p]
-        pitches = list(self.sounding) + list(self.released)
+        pitches = [*self.sounding, *self.sustained, *self.released]
         self.last_code = code((p % 12 for p in pitches), min(pitches)) if pitches else NONE
+        self._valid_until = min(self.released.values(), default=1 << 62) + HOLD
+        self._dirty = False
         return self.last_code

@@ -2,16 +2,18 @@
 
 One stateful stream: the player's notes and leadline's own notes advance the same LSTM state, one token
 a step, so an answer follows what was just played. `cursor` is the song tick of the last event the state
-has seen. A rolling window of recent tokens re-primes the state in one run (Start, mode change, reload).
+has seen. Each step also hears the backing's harmony at the song tick after its token (`harmony`, a source
+of daemon/harmony.py codes by tick: the live band, or an offline backing file), as training pairs them. A rolling window of recent tokens re-primes the state in one run (Start, mode change, reload).
 Hearing the player never ends a phrase: whether the player interrupts is the jam mode's decision (Live).
 """
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 import numpy as np
 
-from leadline.daemon import codec
+from leadline.daemon import codec, harmony
 from leadline.daemon.codec import Note, TICKS_PER_BEAT
 from leadline.daemon.memory import SessionMemory
 
@@ -20,6 +22,7 @@ MAX_WAITING = 64  # player notes kept waiting for leadline's half-sampled note (
 
 
 _SHIFT1 = codec.OFFSETS["SHIFT"]  # the token of SHIFT 1 (SHIFT n: _SHIFT1 + n - 1)
+_TICKS = [int(v) if k == codec.K_SHIFT else 0 for k, v in zip(codec.TOKEN_KIND, codec.TOKEN_VALUE)]  # by token
 
 
 def rest_limit(first: bool, cursor: int, last_onset: int, end: int, fill: bool, bar: int = codec.MAX_SHIFT) -> int:
@@ -49,13 +52,16 @@ def mask_rests(logits: np.ndarray, limit: int) -> None:
 class Improviser:
     """Owns the model state's time cursor and seed window; drives an engine and a sampler. The player's notes
     also go to a session memory, whose continuation of the stream is mixed into the model's distribution with
-    weight `echo` (sampling.echo_player; 0: the model's own, bit for bit)."""
+    weight `echo` (sampling.echo_player; 0: the model's own, bit for bit). `harmony(tick)`, when set, is the
+    backing's harmony code at a song tick: every step hears it (engine.set_harmony) before it runs."""
 
     def __init__(self, engine, sampler, window: int = 64, echo: float = 0.0) -> None:
         self.engine, self.sampler = engine, sampler
         self.memory = SessionMemory()
         self.echo = echo
         self.window: deque[int] = deque(maxlen=window)
+        self.codes: deque[int] = deque(maxlen=window)  # the harmony code each token of the window heard
+        self.harmony: Callable[[int], int] | None = None
         self.cursor = 0
         self.velocity_bin = codec.velocity_bin(80)
         self.last = codec.BOS
@@ -73,16 +79,28 @@ class Improviser:
 
     # --- state ---------------------------------------------------------------------------------------
     def reprime(self, cursor: int | None = None) -> None:
-        """Fresh state primed from BOS + the seed window in one run; the window is kept."""
+        """Fresh state primed from BOS + the seed window in one run, each token with the harmony it heard;
+        the window is kept. The steps after it hear the harmony at `cursor`."""
         self.stop()
-        toks = np.fromiter([codec.BOS, *self.window], np.int64)
-        self.logits = self.engine.prime(toks)
-        self.last = int(toks[-1])
         if cursor is not None:
             self.cursor = cursor
+        now = self.harmony(self.cursor) if self.harmony is not None else self.engine.harmony_code
+        window = list(self.window)
+        codes = list(self.codes)[-len(window):] if window else []
+        codes = [now] * (len(window) - len(codes)) + codes  # (a window set from outside: a replayed take)
+        toks = np.fromiter([codec.BOS, *window], np.int64)
+        self.logits = self.engine.prime(toks, np.asarray([codes[0] if codes else now, *codes], np.int64))
+        self.engine.set_harmony(now)
+        self.last = int(toks[-1])
 
     def _advance(self, tok: int) -> None:
+        """One model step on `tok`, hearing the harmony at the song tick after it (the one place the state
+        advances: the live path, ~20 lines)."""
+        self.cursor += _TICKS[tok]
+        if self.harmony is not None:
+            self.engine.set_harmony(self.harmony(self.cursor))
         self.logits = self.engine.step(tok)
+        self.codes.append(self.engine.harmony_code)
         self.window.append(tok)
         self.last = tok
         self.steps += 1
@@ -90,9 +108,11 @@ class Improviser:
             self.velocity_bin = int(codec.TOKEN_VALUE[tok])
 
     def rest_until(self, tick: int) -> None:
-        """Advance the cursor to `tick` with SHIFT tokens (a long gap is shortened to MAX_GAP)."""
-        gap = min(tick - self.cursor, MAX_GAP)
-        for tok in codec.shift_tokens(max(gap, 0)):
+        """Advance the cursor to `tick` with SHIFT tokens (a long gap is shortened to MAX_GAP: its last
+        MAX_GAP ticks are heard, so the steps land on `tick` with the harmony there)."""
+        gap = max(min(tick - self.cursor, MAX_GAP), 0)
+        self.cursor = max(self.cursor, tick - gap)
+        for tok in codec.shift_tokens(gap):
             self._advance(tok)
         self.cursor = max(self.cursor, tick)
 
@@ -138,6 +158,7 @@ class Improviser:
         """A phrase whose generation fell behind `tick` rests up to it (nothing is played in the past)."""
         d = self.decoder
         if d is not None and d.cursor < tick and not d.mid_note:
+            self.cursor = d.cursor
             for tok in codec.shift_tokens(tick - d.cursor):
                 self._advance(tok)
             d.cursor = self.cursor = tick

@@ -3,8 +3,9 @@
  * python-rtmidi's JACK backend calls Python from JACK's process thread (which must then take the GIL)
  * and writes every outgoing event at offset 0 of the cycle the Python thread happened to run before.
  * Here the process callback never touches Python:
- *   - input: each event is stamped with its JACK frame (cycle start + offset, 64-bit), copied to a
- *     lock-free ring buffer, and one byte on a pipe wakes the reader thread in Python;
+ *   - input: each event is stamped with its JACK frame (cycle start + offset, 64-bit) and the input it came
+ *     on (0: the player's, 1: the band's, when that port is open), copied to a lock-free ring buffer in
+ *     time order, and one byte on a pipe wakes the reader thread in Python;
  *   - output: Python queues timed messages (frame, message) in due order; each cycle writes the ones due
  *     in it at their exact offset (late ones at offset 0). Untimed messages (stop paths, echoes) have a
  *     ring of their own, written first in the next cycle, never queued behind timed ones.
@@ -31,13 +32,13 @@
 
 typedef struct {
     uint64_t frame; /* output: 0 = as soon as possible */
-    uint32_t gen;   /* output: the flush generation it was queued in */
+    uint32_t gen;   /* output: the flush generation it was queued in; input: the port (0 player, 1 backing) */
     uint32_t size;
 } header_t;
 
 typedef struct {
     jack_client_t *client;
-    jack_port_t *in, *out;
+    jack_port_t *in, *backing, *out; /* backing: NULL when not opened */
     jack_ringbuffer_t *in_ring, *out_ring, *now_ring, *tap_ring;
     int wake[2];                 /* pipe: the process thread writes a byte when input came */
     volatile uint64_t cycle64;   /* frame of the current cycle's start, 64-bit */
@@ -75,19 +76,31 @@ static int process(jack_nframes_t nframes, void *arg) {
     uint64_t start = extend(ll, jack_last_frame_time(ll->client));
     __atomic_store_n(&ll->cycle64, start, __ATOMIC_RELEASE);
 
-    void *inbuf = jack_port_get_buffer(ll->in, nframes);
-    uint32_t n = jack_midi_get_event_count(inbuf), queued = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        jack_midi_event_t ev;
-        if (jack_midi_event_get(&ev, inbuf, i) != 0 || ev.size == 0) continue;
-        if (ev.size > MAX_EVENT || ev.buffer[0] == 0xF0 || ev.buffer[0] == 0xFE) continue;
-        header_t h = {start + ev.time, 0, (uint32_t)ev.size};
-        if (jack_ringbuffer_write_space(ll->in_ring) < sizeof h + ev.size) {
+    /* the inputs' events merged in time order (the player's first at the same offset) */
+    void *inbuf[2] = {jack_port_get_buffer(ll->in, nframes),
+                      ll->backing ? jack_port_get_buffer(ll->backing, nframes) : NULL};
+    uint32_t count[2] = {jack_midi_get_event_count(inbuf[0]), inbuf[1] ? jack_midi_get_event_count(inbuf[1]) : 0};
+    uint32_t next[2] = {0, 0}, queued = 0;
+    while (next[0] < count[0] || next[1] < count[1]) {
+        jack_midi_event_t ev[2];
+        int ok[2] = {0, 0};
+        for (int p = 0; p < 2; p++)
+            ok[p] = next[p] < count[p] && jack_midi_event_get(&ev[p], inbuf[p], next[p]) == 0;
+        int p = ok[0] && (!ok[1] || ev[0].time <= ev[1].time) ? 0 : ok[1] ? 1 : -1;
+        if (p < 0) { /* neither could be read: skip them */
+            next[0] += next[0] < count[0];
+            next[1] += next[1] < count[1];
+            continue;
+        }
+        next[p]++;
+        if (ev[p].size == 0 || ev[p].size > MAX_EVENT || ev[p].buffer[0] == 0xF0 || ev[p].buffer[0] == 0xFE) continue;
+        header_t h = {start + ev[p].time, (uint32_t)p, (uint32_t)ev[p].size};
+        if (jack_ringbuffer_write_space(ll->in_ring) < sizeof h + ev[p].size) {
             ll->dropped_in++;
             continue;
         }
         jack_ringbuffer_write(ll->in_ring, (const char *)&h, sizeof h);
-        jack_ringbuffer_write(ll->in_ring, (const char *)ev.buffer, ev.size);
+        jack_ringbuffer_write(ll->in_ring, (const char *)ev[p].buffer, ev[p].size);
         queued++;
     }
     if (queued) {
@@ -150,9 +163,9 @@ void ll_close(ll_t *ll) {
     free(ll);
 }
 
-/* Open and activate a client with one MIDI input and one MIDI output; NULL and *status on failure
- * (a jack_status_t, or -1 for a port or memory failure). */
-ll_t *ll_open(const char *name, const char *in_port, const char *out_port, int *status) {
+/* Open and activate a client with one MIDI input (two when `backing_port` is a name, not NULL or empty) and
+ * one MIDI output; NULL and *status on failure (a jack_status_t, or -1 for a port or memory failure). */
+ll_t *ll_open(const char *name, const char *in_port, const char *backing_port, const char *out_port, int *status) {
     jack_status_t st = 0;
     ll_t *ll = calloc(1, sizeof *ll);
     if (!ll) { *status = -1; return NULL; }
@@ -161,6 +174,10 @@ ll_t *ll_open(const char *name, const char *in_port, const char *out_port, int *
     *status = (int)st;
     if (!ll->client) { ll_close(ll); return NULL; }
     ll->in = jack_port_register(ll->client, in_port, JACK_DEFAULT_MIDI_TYPE, JackPortIsInput, 0);
+    if (backing_port && *backing_port) {
+        ll->backing = jack_port_register(ll->client, backing_port, JACK_DEFAULT_MIDI_TYPE, JackPortIsInput, 0);
+        if (!ll->backing) { *status = -1; ll_close(ll); return NULL; }
+    }
     ll->out = jack_port_register(ll->client, out_port, JACK_DEFAULT_MIDI_TYPE, JackPortIsOutput, 0);
     ll->in_ring = jack_ringbuffer_create(RING_BYTES);
     ll->out_ring = jack_ringbuffer_create(RING_BYTES);
@@ -191,6 +208,7 @@ uint32_t ll_rate(ll_t *ll) { return jack_get_sample_rate(ll->client); }
 int ll_fd(ll_t *ll) { return ll->wake[0]; }
 int ll_alive(ll_t *ll) { return !ll->shutdown; }
 const char *ll_in_name(ll_t *ll) { return jack_port_name(ll->in); }
+const char *ll_backing_name(ll_t *ll) { return ll->backing ? jack_port_name(ll->backing) : ""; }
 const char *ll_out_name(ll_t *ll) { return jack_port_name(ll->out); }
 
 /* The JACK frame now (jack_frame_time, interpolated within the cycle), on the 64-bit count. */
@@ -199,7 +217,7 @@ uint64_t ll_frame_now(ll_t *ll) {
     return c + (int64_t)(int32_t)(jack_frame_time(ll->client) - (uint32_t)c);
 }
 
-static int take(jack_ringbuffer_t *ring, uint64_t *frame, unsigned char *buf, int cap) {
+static int take(jack_ringbuffer_t *ring, uint64_t *frame, uint32_t *port, unsigned char *buf, int cap) {
     header_t h;
     if (jack_ringbuffer_peek(ring, (char *)&h, sizeof h) != sizeof h) return 0;
     if (jack_ringbuffer_read_space(ring) < sizeof h + h.size) return 0;
@@ -210,17 +228,21 @@ static int take(jack_ringbuffer_t *ring, uint64_t *frame, unsigned char *buf, in
     }
     jack_ringbuffer_read(ring, (char *)buf, h.size);
     *frame = h.frame;
+    if (port) *port = h.gen;
     return (int)h.size;
 }
 
-/* One input event: its size (copied to buf, *frame set), 0 when none is waiting. */
-int ll_read(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->in_ring, frame, buf, cap); }
+/* One input event: its size (copied to buf, *frame and *port set: 0 the player's, 1 the band's), 0 when
+ * none is waiting. */
+int ll_read(ll_t *ll, uint64_t *frame, uint32_t *port, unsigned char *buf, int cap) {
+    return take(ll->in_ring, frame, port, buf, cap);
+}
 
 /* Whether the output's messages go to the tap (off when nobody drains it: a take is recorded). */
 void ll_tap_on(ll_t *ll, int on) { __atomic_store_n(&ll->tap, on, __ATOMIC_RELEASE); }
 
 /* One message the output wrote, at *frame: its size, 0 when none is waiting. */
-int ll_tap(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->tap_ring, frame, buf, cap); }
+int ll_tap(ll_t *ll, uint64_t *frame, unsigned char *buf, int cap) { return take(ll->tap_ring, frame, NULL, buf, cap); }
 
 /* Queue `msg` for the frame it is due at, in due order; frame 0: untimed, first thing in the next cycle.
  * -1 when the ring is full. */

@@ -90,9 +90,10 @@ def lib() -> ctypes.CDLL:
         except OSError as e:
             raise NativeUnavailable(f"cannot load the native JACK client: {e}") from None
         P, U64, I, U32, S = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p
-        sigs = {"ll_open": (P, [S, S, S, ctypes.POINTER(I)]), "ll_close": (None, [P]), "ll_rate": (U32, [P]),
+        sigs = {"ll_open": (P, [S, S, S, S, ctypes.POINTER(I)]), "ll_close": (None, [P]), "ll_rate": (U32, [P]),
                 "ll_fd": (I, [P]), "ll_alive": (I, [P]), "ll_in_name": (S, [P]), "ll_out_name": (S, [P]),
-                "ll_frame_now": (U64, [P]), "ll_read": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]),
+                "ll_backing_name": (S, [P]), "ll_frame_now": (U64, [P]),
+                "ll_read": (I, [P, ctypes.POINTER(U64), ctypes.POINTER(U32), ctypes.c_char_p, I]),
                 "ll_tap": (I, [P, ctypes.POINTER(U64), ctypes.c_char_p, I]), "ll_dropped_tap": (U32, [P]), "ll_tap_on": (None, [P, I]),
                 "ll_send": (I, [P, U64, ctypes.c_char_p, I]), "ll_flush": (None, [P]),
                 "ll_connect": (I, [P, S, S]), "ll_port_exists": (I, [P, S]),
@@ -110,21 +111,25 @@ JACK_PORT_IS_INPUT, JACK_PORT_IS_OUTPUT = 0x1, 0x2
 
 
 class JackMidi:
-    """One JACK client with a MIDI input and a MIDI output, timed in frames (shown as nanoseconds)."""
+    """One JACK client with a MIDI input (two with `backing_port`: the band's) and a MIDI output, timed in
+    frames (shown as nanoseconds)."""
 
-    def __init__(self, client: str, in_port: str, out_port: str) -> None:
+    def __init__(self, client: str, in_port: str, out_port: str, backing_port: str | None = None) -> None:
         self.L = lib()
         os.environ.setdefault("JACK_NO_START_SERVER", "1")
         status = ctypes.c_int(0)
-        self.h = self.L.ll_open(client.encode(), in_port.encode(), out_port.encode(), ctypes.byref(status))
+        self.h = self.L.ll_open(client.encode(), in_port.encode(), (backing_port or "").encode(), out_port.encode(),
+                                ctypes.byref(status))
         if not self.h:
             raise UserError(f"cannot open JACK client {client!r} (status {status.value:#x}): is a JACK server "
                             "running? (`leadline ports`, or start one: `jackd -d dummy &`)")
         self.rate = self.L.ll_rate(self.h)
         self.in_name = self.L.ll_in_name(self.h).decode()
         self.out_name = self.L.ll_out_name(self.h).decode()
+        self.backing_name = self.L.ll_backing_name(self.h).decode()  # "" when there is none
         self._buf = ctypes.create_string_buffer(256)
         self._frame = ctypes.c_uint64(0)
+        self._port = ctypes.c_uint32(0)
         self._tap_buf = ctypes.create_string_buffer(256)
         self._tap_frame = ctypes.c_uint64(0)
         self._tapping = False
@@ -143,13 +148,13 @@ class JackMidi:
         return self.to_ns(self.L.ll_frame_now(self.h))
 
     # --- input ----------------------------------------------------------------------------------------
-    def read(self) -> tuple[int, list[int]] | None:
-        """One input event (t_ns, bytes) or None. (The buffer holds MAX_EVENT bytes: the process callback
-        queues nothing longer, so ll_read never has to skip one.)"""
-        n = self.L.ll_read(self.h, ctypes.byref(self._frame), self._buf, len(self._buf))
+    def read(self) -> tuple[int, list[int], bool] | None:
+        """One input event (t_ns, bytes, whether it came on the backing port) or None. (The buffer holds
+        MAX_EVENT bytes: the process callback queues nothing longer, so ll_read never has to skip one.)"""
+        n = self.L.ll_read(self.h, ctypes.byref(self._frame), ctypes.byref(self._port), self._buf, len(self._buf))
         if n <= 0:
             return None
-        return self.to_ns(self._frame.value), list(self._buf.raw[:n])
+        return self.to_ns(self._frame.value), list(self._buf.raw[:n]), self._port.value == 1
 
     def drain_sent(self, on_sent: Callable[[int, list[int]], object]) -> None:
         """Hand every message the output wrote since the last call to `on_sent(t_ns, message)`, with the
@@ -168,9 +173,10 @@ class JackMidi:
         """Whether messages handed over are still waiting to be written."""
         return bool(self.h) and bool(self.L.ll_pending(self.h))
 
-    def start_reader(self, on_message: Callable[[int, list[int]], object]) -> None:
+    def start_reader(self, on_message: Callable[..., object]) -> None:
         """A thread that waits (GIL released) for the process callback's wake-up byte and hands every
-        event to `on_message(t_ns, message)`."""
+        event to `on_message(t_ns, message)`, or `on_message(t_ns, message, True)` when it came on the
+        backing port (as InputQueue.put takes them)."""
         fd = self.L.ll_fd(self.h)
 
         def run() -> None:
@@ -182,7 +188,10 @@ class JackMidi:
                 except BlockingIOError:
                     pass
                 while (ev := self.read()) is not None:
-                    on_message(*ev)
+                    if ev[2]:
+                        on_message(*ev)
+                    else:
+                        on_message(ev[0], ev[1])
 
         self._reader = threading.Thread(target=run, name="leadline-jack-in", daemon=True)
         self._reader.start()
@@ -242,23 +251,25 @@ class JackMidi:
 
 class NativeIO:
     """The daemon's ports on leadline's own JACK client: MidiIO's interface, plus `now_ns`, `send_at` and
-    `flush` in JACK's frame time. `on_message(t_ns, message)` runs on the reader thread."""
+    `flush` in JACK's frame time. `on_message(t_ns, message)` runs on the reader thread (with a third
+    argument, True, for what came on the band's port: midi.backing_port)."""
 
     frame_accurate = True
 
-    def __init__(self, midi_cfg, on_message: Callable[[int, list[int]], object]) -> None:
+    def __init__(self, midi_cfg, on_message: Callable[..., object]) -> None:
         lib()  # build or load it now: NativeUnavailable here lets the caller use python-rtmidi instead
         self.cfg, self.on_message = midi_cfg, on_message
         self.on_output_lost: Callable[[], object] | None = None
         self.on_input_lost: Callable[[], object] | None = None
         self.jm: JackMidi | None = None
-        self.in_name = self.out_name = ""
+        self.in_name = self.out_name = self.backing_name = ""
         self.in_lost = self.out_lost = False
         self._next_check = 0
 
     def __enter__(self) -> "NativeIO":
         c = self.cfg
-        self.jm = jm = JackMidi(c.client_name, c.in_port, c.out_port)
+        self.jm = jm = JackMidi(c.client_name, c.in_port, c.out_port, c.backing_port)
+        self.backing_name = jm.backing_name
         try:
             self.in_name, self.out_name = jm.in_name, jm.out_name
             if c.connect_in:
@@ -271,7 +282,8 @@ class NativeIO:
         except BaseException:
             self.close()
             raise
-        log.info("MIDI (jack, leadline's own client): listening on %r, playing to %r", self.in_name, self.out_name)
+        log.info("MIDI (jack, leadline's own client): listening on %r, playing to %r%s", self.in_name, self.out_name,
+                 f", the band on {self.backing_name!r}" if self.backing_name else "")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -279,7 +291,7 @@ class NativeIO:
 
     def _peers(self, flags: int) -> list[str]:
         """MIDI ports of other clients with these flags."""
-        return [p for p in self.jm.ports(flags) if p not in (self.jm.in_name, self.jm.out_name)]
+        return [p for p in self.jm.ports(flags) if p not in (self.jm.in_name, self.jm.out_name, self.jm.backing_name)]
 
     def _peer(self, want: str, flags: int, what: str) -> str:
         peers = self._peers(flags)

@@ -63,9 +63,10 @@ class Keeping:
 
     def take_state(self) -> dict:
         """What a take's session log needs to replay it: the sampler's random state and the model's seed
-        window at its start (a Start reprimes from that window)."""
+        window at its start, with the harmony each token heard (a Start reprimes from that window)."""
         imp = self.improviser
-        return {"rng": self.sampler.rng.bit_generator.state, "window": list(imp.window), "cursor": imp.cursor,
+        return {"rng": self.sampler.rng.bit_generator.state, "window": list(imp.window), "codes": list(imp.codes),
+                "cursor": imp.cursor,
                 "velocity_bin": imp.velocity_bin, "temperature": self.sampler.temperature,
                 "mode": self.conductor.mode, "external": self.external, "enabled": self.enabled}
 

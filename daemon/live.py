@@ -1,6 +1,7 @@
 """The live loop: one thread owns the clock, the model state and the output; MIDI in arrives on a queue.
 
-Each pass: take what the input callback queued (clock, notes, control), advance the internal clock,
+Each pass: take what the input callback queued (clock, notes, control; the band's notes, which set the
+harmony the model hears and are never answered), advance the internal clock,
 let the mode decide whether leadline plays, generate just ahead of the song position, and send what is
 due on its predicted tick (slightly early: `engine.lookahead_ms`). Nothing here blocks on MIDI; every
 way out goes through `all_off`, so no note is ever left sounding.
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from leadline.daemon import codec
+from leadline.daemon import codec, harmony
 from leadline.daemon.clock import ClockEvent, ClockFollower, InternalClock
 from leadline.daemon.codec import Note, TICKS_PER_BEAT
 from leadline.daemon.countin import CountIn
@@ -24,7 +25,7 @@ from leadline.daemon.memory import echo_weight
 from leadline.daemon.meter import CC_METERS, Meter, parse_meter
 from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.player import PlayerNotes
-from leadline.daemon.sampler import estimate_key
+from leadline.daemon.sampler import estimate_key, key_histogram
 from leadline.daemon.scheduler import (KIND_CLICK, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
                                        deadline, sleep_until)
 from leadline.daemon.swing import Swing
@@ -51,6 +52,11 @@ class Live(Keeping):
         self.conductor = Conductor(cfg.mode, cfg.respond, cfg.trade, horizon=HORIZON, meter=self.meter)
         self.improviser = Improviser(engine, sampler, cfg.seed.window, cfg.sampling.echo_player)
         self.improviser.bar = self.meter.bar
+        self.backing = harmony.Backing()  # the band: midi.backing_port, midi.backing_channels
+        self.backing_channels = frozenset(ch - 1 for ch in cfg.midi.backing_channels)
+        self.improviser.harmony = self.backing.code
+        self.clock_band = False  # the port whose MIDI clock is followed: the band's (else the player's)
+        self.clock_seen_ns = None  # when that port last sent clock
         self.swing = Swing(cfg.song.swing, self.meter)
         self.count_in = CountIn(cfg.song.count_in, self.meter)
         self.tempo_guard = TempoGuard()
@@ -113,23 +119,42 @@ class Live(Keeping):
         return max(self.clock.tick, 0)
 
     # --- input ------------------------------------------------------------------------------------------
-    def handle(self, t_ns: int, msg: list[int]) -> None:
+    def handle(self, t_ns: int, msg: list[int], backing: bool = False) -> None:
+        """One message that came in: on the player's input, or (`backing`) on the band's port."""
         if self.recorder is not None:
-            self.recorder.inp(t_ns, msg)
-        if self.echo.echo(t_ns, msg):
-            return  # leadline's own message back on its input (a loopback): not the player
+            self.recorder.inp(t_ns, msg, backing)
+        if not backing and self.echo.echo(t_ns, msg):
+            return  # leadline's own message back on its input (a loopback): not the player (the band's port is
+            # not guarded: the band often strikes leadline's note on the beat, and is never answered anyway)
         status = msg[0]
         if status >= 0xF0:
-            if status in (0xF8, 0xFA, 0xFB, 0xFC, 0xF2) and self.cfg.clock.source != "internal":
+            if (status in (0xF8, 0xFA, 0xFB, 0xFC, 0xF2) and self.cfg.clock.source != "internal"
+                    and self._clock_port(t_ns, backing)):
                 self._clock_message(t_ns, status, msg)
             return
         ch, kind = status & 0x0F, status & 0xF0
         if len(msg) < 3 or (msg[1] | msg[2]) > 0x7F:
             return  # truncated, unused (program change, aftertouch) or not MIDI (a data byte >= 0x80)
-        if kind == 0xB0:
+        if backing or ch in self.backing_channels:  # the band: heard, never the player (no answer, echo, control)
+            self.backing.message(kind, msg[1], msg[2], self._tick_at(t_ns))
+        elif kind == 0xB0:
             self._control(ch, msg[1], msg[2])
         elif kind in (0x80, 0x90) and (self.cfg.midi.in_channel in (0, ch + 1)):
             self._note(t_ns, ch, msg[1], msg[2] if kind == 0x90 else 0)
+
+    def _clock_port(self, t_ns: int, backing: bool) -> bool:
+        """Whether clock from this port is followed: the port that sent it last, unless it has been silent for
+        half of clock.timeout_ms (before a dropout stops the song). A DAW that sends clock to both of leadline's
+        inputs is followed on one, not heard twice as fast."""
+        if backing != self.clock_band and self.clock_seen_ns is not None and \
+                t_ns - self.clock_seen_ns < self.cfg.clock.timeout_ms * 5e5:
+            return False
+        self.clock_band, self.clock_seen_ns = backing, t_ns
+        return True
+
+    def _tick_at(self, t_ns: int) -> int:
+        """The song tick of a message that came at `t_ns`."""
+        return int(round(self.clock.tick_at(t_ns))) if self.running else self.now_tick()
 
     def _clock_message(self, t_ns: int, status: int, msg: list[int]) -> None:
         if not self.external:
@@ -156,7 +181,7 @@ class Live(Keeping):
             self.improviser.cursor = min(self.improviser.cursor, self.now_tick())
 
     def _note(self, t_ns: int, ch: int, pitch: int, velocity: int) -> None:
-        tick = int(round(self.clock.tick_at(t_ns))) if self.running else self.now_tick()
+        tick = self._tick_at(t_ns)
         if self.cfg.midi.passthrough:
             self.send([(0x90 if velocity else 0x80) | ch, pitch, velocity])
             self.tracker.note_on(ch, pitch) if velocity else self.tracker.note_off(ch, pitch)
@@ -187,6 +212,7 @@ class Live(Keeping):
         answer them instead of waiting for note-offs that cannot come, and every echoed note is let go."""
         self.all_off(everything=True)
         self.release_player()
+        self.backing.clear()
 
     def release_player(self, channel: int | None = None, since: int | None = None) -> list[int]:
         """End the player's held notes (on `channel`; struck before tick `since`) as if their note-offs
@@ -208,6 +234,7 @@ class Live(Keeping):
         c = self.cfg.control
         if cc in (120, 123):  # the player's panic: echoed notes too; the player's own notes have ended
             self.interrupt(everything=True)
+            self.backing.clear()
             if self.cfg.midi.in_channel in (0, ch + 1):
                 self.release_player(channel=ch)
         if c.channel not in (0, ch + 1):
@@ -225,6 +252,7 @@ class Live(Keeping):
                 self.interrupt()
         elif cc == c.panic_cc and value > 0:
             self.interrupt(everything=True)
+            self.backing.clear()
         elif cc == c.meter_cc:
             self.set_meter(parse_meter(CC_METERS[value * len(CC_METERS) // 128]))
         elif cc == c.echo_cc:
@@ -246,6 +274,7 @@ class Live(Keeping):
         self.stats.stops += 1
         self.all_off()
         self.conductor.reset()
+        self.backing.clear()
         self.end_take()
 
     def _count_in(self) -> None:
@@ -356,7 +385,7 @@ class Live(Keeping):
         if not imp.playing and phrase is not self.phrase:
             self.phrase = phrase
             if self.cfg.sampling.key == "auto":
-                key = estimate_key(self.player.pc_hist)
+                key = estimate_key(key_histogram(self.player.pc_hist, self.backing.pc_hist))
                 self.sampler.set_key(*(key or (None,)))
             imp.begin(max(phrase.start, now + 1), phrase.end, phrase.fill)
         imp.catch_up(now + 1)
@@ -369,7 +398,7 @@ class Live(Keeping):
                 per_step = (time.perf_counter_ns() - t0) // (imp.steps - steps)
                 self.stats.step_time(per_step)
                 if self.recorder is not None:  # (logged in the timebase of everything else)
-                    self.recorder.step(self.now_ns(), per_step)
+                    self.recorder.step(self.now_ns(), per_step, imp.engine.harmony_code)
             budget -= 1
             if note is not None:
                 self.schedule(note)

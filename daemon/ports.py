@@ -183,6 +183,9 @@ class InputQueue:
     and the like are dropped, but transport and clock (0xF0-0xFF) and note-offs still queue, up to four
     times `maxsize`: a Start or Stop right after a flood is not lost behind it, and neither is the end of
     a note the player held (its echo would hang).
+
+    Items are (t_ns, message) for the player's input and (t_ns, message, True) for the band's (the backing
+    port): `Live.handle(*item)` takes either.
     """
 
     __slots__ = ("q", "maxsize", "dropped", "received")
@@ -198,14 +201,18 @@ class InputQueue:
     def callback(self, event, _data=None) -> None:
         self.put(time.perf_counter_ns(), event[0])
 
-    def put(self, t_ns: int, msg) -> None:
+    def backing_callback(self, event, _data=None) -> None:
+        """python-rtmidi's callback of the backing port."""
+        self.put(time.perf_counter_ns(), event[0], True)
+
+    def put(self, t_ns: int, msg, backing: bool = False) -> None:
         """Queue a stamped message (see the class docstring for what a full queue still takes)."""
         self.received += 1
         n = self.q.qsize()
         if n >= self.maxsize and (n >= 4 * self.maxsize or not _must_keep(msg)):
             self.dropped += 1
             return
-        self.q.put((t_ns, msg))
+        self.q.put((t_ns, msg, True) if backing else (t_ns, msg))
 
     def get(self, timeout: float | None):
         """One (t_ns, message) or None after `timeout` seconds (0: don't wait)."""
@@ -218,11 +225,15 @@ class InputQueue:
 
 
 class MidiIO:
-    """The daemon's input and output ports; a context manager that always closes them."""
+    """The daemon's input and output ports, and the band's input (midi.backing_port) when there is one; a
+    context manager that always closes them. `on_backing` is python-rtmidi's callback for the band's input."""
 
-    def __init__(self, midi_cfg, api: int, api_name: str, on_message: Callable) -> None:
+    def __init__(self, midi_cfg, api: int, api_name: str, on_message: Callable,
+                 on_backing: Callable | None = None) -> None:
         self.cfg, self.api, self.api_name = midi_cfg, api, api_name
-        self.on_message = on_message
+        self.on_message, self.on_backing = on_message, on_backing
+        self.mbk = None  # the band's input
+        self.backing_name = ""
         self.on_output_lost: Callable[[], object] | None = None  # e.g. Live.all_off, run before the output closes
         self.on_input_lost: Callable[[], object] | None = None  # e.g. Live.input_lost, after the input closed
         self.min = self.mout = None
@@ -252,7 +263,30 @@ class MidiIO:
         self.min.set_callback(self.on_message)
         self.in_name = self._open_one(self.min, c.connect_in, c.in_port, "input")
         self.out_name = self._open_one(self.mout, c.connect_out, c.out_port, "output")
-        log.info("MIDI (%s): listening on %r, playing to %r", self.api_name, self.in_name, self.out_name)
+        if c.backing_port and self.on_backing is not None:
+            self._open_backing(c)
+        log.info("MIDI (%s): listening on %r, playing to %r%s", self.api_name, self.in_name, self.out_name,
+                 f", the band on {self.backing_name!r}" if self.backing_name else "")
+
+    def _open_backing(self, c) -> None:
+        """The band's virtual input (a client of its own); a backend without virtual ports says so once and
+        leadline goes on without it (midi.backing_channels still work)."""
+        try:
+            self.mbk = rtmidi.MidiIn(self.api, name=f"{c.client_name}-backing", queue_size_limit=c.queue_size)
+        except rtmidi.SystemError as e:
+            raise MidiBackendError(f"cannot open the {self.api_name} MIDI backend: {e}") from None
+        self.mbk.ignore_types(sysex=True, timing=False, active_sense=True)
+        self.mbk.set_callback(self.on_backing)
+        try:
+            self.mbk.open_virtual_port(c.backing_port)
+        except (rtmidi.NoDevicesError, rtmidi.UnsupportedOperationError, NotImplementedError):
+            log.warning("the %s backend has no virtual ports: no %r port for the band (set midi.backing_port: "
+                        "null, and send the band on midi.backing_channels)", self.api_name, c.backing_port)
+            stop_callback(self.mbk)
+            self.mbk.delete()
+            self.mbk = None
+            return
+        self.backing_name = c.backing_port
 
     def _open_one(self, port, connect: str | None, virtual: str, what: str) -> str:
         if connect:
@@ -336,16 +370,17 @@ class MidiIO:
         return True
 
     def close(self) -> None:
-        if self.min is not None:
-            stop_callback(self.min)
-        for port in (self.min, self.mout):
+        for port in (self.min, self.mbk):
+            if port is not None:
+                stop_callback(port)
+        for port in (self.min, self.mbk, self.mout):
             if port is not None:
                 try:
                     port.close_port()
                     port.delete()
                 except Exception:  # closing must never mask the real way out
                     log.debug("closing a MIDI port failed", exc_info=True)
-        self.min = self.mout = None
+        self.min = self.mout = self.mbk = None
 
 
 def stop_callback(port) -> None:

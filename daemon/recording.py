@@ -18,7 +18,7 @@ from leadline.daemon.codec import TICKS_PER_BEAT, Note
 log = logging.getLogger(__name__)
 
 FILE_PPQ = 480
-PROGRAMS = {"player": 29, "leadline": 30}  # overdriven / distortion guitar
+PROGRAMS = {"player": 29, "leadline": 30, "backing": 4}  # overdriven / distortion guitar; electric piano
 
 
 def _track(name: str, notes: list[Note], channel: int, program: int, scale: int) -> mido.MidiTrack:
@@ -150,14 +150,16 @@ class Recorder:
         self.parts[part].extend(notes)
 
     # --- what came in and went out ---------------------------------------------------------------------
-    def inp(self, t_ns: int, msg) -> None:
+    def inp(self, t_ns: int, msg, backing: bool = False) -> None:
+        """A message that came in (`backing`: on the band's port)."""
         if self.log is not None:
-            self.log.add(["i", t_ns, *msg], t_ns, self.counters)
-            self.noted = self.noted or 0x80 <= msg[0] < 0xA0
+            self.log.add(["b" if backing else "i", t_ns, *msg], t_ns, self.counters)
+            self.noted = self.noted or (0x80 <= msg[0] < 0xA0 and not backing)
 
-    def step(self, t_ns: int, ns: int) -> None:
+    def step(self, t_ns: int, ns: int, code: int = 0) -> None:
+        """Model steps took `ns` each (the mean of one generation call), the last hearing harmony `code`."""
         if self.log is not None:
-            self.log.add(["s", t_ns, int(ns)], t_ns, self.counters)
+            self.log.add(["s", t_ns, int(ns), int(code)], t_ns, self.counters)
 
     def out(self, t_ns: int, tick: int, msg) -> None:
         """A message that left the output at song tick `tick`: leadline's notes as they sounded."""

@@ -78,6 +78,7 @@ def rebuild(header: dict, model: str | None) -> tuple[Live, Output, str]:
     live.use_frame_output(out)
     imp = live.improviser
     imp.window = deque(state.get("window", []), maxlen=cfg.seed.window)
+    imp.codes = deque(state.get("codes", []), maxlen=cfg.seed.window)
     imp.velocity_bin = state.get("velocity_bin", imp.velocity_bin)
     live.sampler.set_temperature(state.get("temperature", cfg.sampling.temperature))
     live.conductor.set_mode(state.get("mode", cfg.mode))
@@ -99,7 +100,7 @@ def run_loop(live: Live, out: Output, inputs: list, end_ns: int) -> None:
     while now <= end_ns:
         out.advance(now)
         while i < len(inputs) and inputs[i][0] <= now:
-            live.handle(inputs[i][0], inputs[i][1])
+            live.handle(*inputs[i])
             i += 1
         live.tick(now)
         wake = live.next_wake(now) - 1_000_000
@@ -108,6 +109,11 @@ def run_loop(live: Live, out: Output, inputs: list, end_ns: int) -> None:
         now = max(wake, now + MIN_PASS_NS)
     out.advance(end_ns)
     live.all_off(everything=True)  # the take's end: Stop (replayed above) or exit
+
+
+def logged_inputs(events: list) -> list[tuple[int, list[int], bool]]:
+    """(t_ns, message, whether it came on the band's port) of what came in, in the log's order."""
+    return [(e[1], e[2:], e[0] == "b") for e in events if e[0] in ("i", "b")]
 
 
 def note_ons(events, channel: int) -> list[tuple[int, int, int]]:
@@ -138,7 +144,7 @@ def replay(path: str | Path, model: str | None = None) -> dict:
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: {e}") from None
     live, out, path = rebuild(header, model)
-    inputs = [(e[1], e[2:]) for e in events if e[0] == "i"]
+    inputs = logged_inputs(events)
     logged_out = [(e[1], e[2:]) for e in events if e[0] == "o"]
     ends = [e[1] for e in events if e[0] == "c"]  # the last counters: the take's end (Stop, exit)
     run_loop(live, out, inputs, ends[-1] if ends else max((e[1] for e in events), default=out.t))

@@ -143,6 +143,19 @@ class Sampler:
         probs *= self._keep
 
 
+BAND_WEIGHT = 2.0  # the band's pitch classes count this much more than the player's in key_histogram
+
+
+def key_histogram(player, band=None) -> np.ndarray:
+    """The pitch-class histogram a key is estimated from: the player's, with the band's (the backing, when
+    there is one) weighted in, each normalised, the band's times BAND_WEIGHT: the band sets the song's key."""
+    out = np.zeros(12)
+    for hist, weight in ((player, 1.0), (band, BAND_WEIGHT)):
+        if hist is not None and (total := float(np.sum(hist))) > 0:
+            out += weight / total * np.asarray(hist, np.float64)
+    return out
+
+
 def estimate_key(histogram) -> tuple[int, str] | None:
     """(tonic pitch class, "major" | "minor") best correlated with a 12-bin pitch-class histogram.
 

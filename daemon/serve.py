@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from leadline.daemon import config, configfile
+from leadline.daemon import config, configfile, harmony
 from leadline.daemon.engine import load_model, make_engine
 from leadline.daemon.headroom import describe, measure_p99_ms
 from leadline.daemon.learn import CC_KEYS, Learn
@@ -51,8 +51,11 @@ class Status:
         src = "ext" if lv.external else "int"
         state = "playing" if lv.running else "stopped"
         echo = f" echo {lv.echo.echoes}" if lv.echo.echoes else ""
-        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} {lv.meter} {lv.swing.describe()} | "
-                f"in {s.notes_in} out {s.notes_out} | step p99 {lv.step_p99_ms():.2f} ms ({self.engine_name}) "
+        heard = lv.backing.code(lv.now_tick())  # (the engine thread: the loop calls this)
+        band = f" | band {harmony.describe(heard)}" if heard else ""
+        return (f"{lv.clock.bpm:6.1f} BPM {src} {state:7s} | {lv.conductor.mode:7s} {lv.meter} {lv.swing.describe()}"
+                f"{band} | in"  # (the band early: a terminal's line is cut at 160 characters)
+                f" {s.notes_in} out {s.notes_out} | step p99 {lv.step_p99_ms():.2f} ms ({self.engine_name}) "
                 f"{describe(lv.safe_bpm(), 'safe')} | late {lv.queue.late} dropped {self.inq.dropped}{echo}"
                 + self._port_line())
 
@@ -113,7 +116,7 @@ def open_io(midi_cfg, api: int, api_name: str, inq: InputQueue):
         except NativeUnavailable as e:
             log.warning("leadline's own JACK client is not available (%s): python-rtmidi's is used, "
                         "notes leave at the start of a JACK cycle", e)
-    return MidiIO(midi_cfg, api, api_name, inq.callback)
+    return MidiIO(midi_cfg, api, api_name, inq.callback, inq.backing_callback)
 
 
 def loop(live: Live, io, inq: InputQueue, status: Status, sig: _Signals, duration_s: float) -> None:
@@ -185,6 +188,15 @@ def _extras(live: Live, io, status: Status, args) -> None:
         live.learn = Learn(live.cfg.control.learn_timeout_s, live.now_ns())
 
 
+def _band(midi_cfg, io) -> str:
+    """Where the band (the backing) is heard, for the start-up line."""
+    where = [f"port {io.backing_name!r}"] if getattr(io, "backing_name", "") else []
+    if midi_cfg.backing_channels:
+        where.append("channel" + "s" * (len(midi_cfg.backing_channels) > 1) + " "
+                     + ", ".join(map(str, midi_cfg.backing_channels)))
+    return f", the band on {' and '.join(where)}" if where else ""
+
+
 def _card(model: str) -> dict:
     try:
         card = json.loads((Path(model) / "card.json").read_text())
@@ -229,8 +241,8 @@ def run(args) -> int:
         _extras(live, io, status, args)
         gc.collect()
         gc.freeze()
-        log.warning("leadline: %s mode, listening on %r, playing to %r (%s); Ctrl-C stops",
-                    cfg.mode, io.in_name, io.out_name, api_name)
+        log.warning("leadline: %s mode, listening on %r, playing to %r (%s)%s; Ctrl-C stops",
+                    cfg.mode, io.in_name, io.out_name, api_name, _band(cfg.midi, io))
         try:
             loop(live, io, inq, status, sig, getattr(args, "duration", 0.0))
         except BaseException:

@@ -5,8 +5,10 @@ timebase, the resolved settings, the sampler's random state and the model's seed
 start), then one short array per event, times in nanoseconds of the daemon's timebase (JACK frames x 1e9 /
 rate with leadline's own JACK client, else perf_counter):
     ["i", t, b0, b1, ...]   a message that came in (echoes included: the log holds what arrived)
+    ["b", t, b0, b1, ...]   a message that came in on the band's port (midi.backing_port)
     ["o", t, b0, b1, ...]   a message that left (with leadline's own JACK client: at the frame JACK wrote it)
-    ["s", t, ns]            a model step took ns nanoseconds (the mean over one generation call ending at t)
+    ["s", t, ns, code]      a model step took ns nanoseconds (the mean over one generation call ending at t);
+                            code: the backing's harmony its last step heard (daemon/harmony.py; 0 silence)
     ["c", t, {counters}]    counters at a chunk's end: late, dropped, echo, step p99, JACK late/lost
 
 Logging stays off the live path: the engine thread appends to a list (no formatting, no I/O); every

@@ -97,11 +97,16 @@ def test_a_rest_does_not_end_a_phrase_before_its_last_beat():
         logits[codec.OFFSETS["NOTE"] + 64 - codec.PITCH_LO] = 0.0
         logits[codec.OFFSETS["DUR"]:codec.OFFSETS["DUR"] + 3] = 0.0
 
-        def prime(self, toks):
+        harmony_code = 0
+
+        def prime(self, toks, harmony_codes=None):
             return self.logits
 
         def step(self, tok):
             return self.logits
+
+        def set_harmony(self, code):
+            self.harmony_code = code
 
     imp = Improviser(RestingModel(), Sampler(config.load(None, []).sampling, seed=0), window=4096)
     for start in (0, 960):

@@ -1,4 +1,4 @@
-"""`leadline respond` on a real song: two tracks, the answer after the silence on a beat, PNG and WAV."""
+"""`leadline respond` on a real song: player, answer and band tracks, the answer after the silence on a beat, PNG, WAV."""
 from __future__ import annotations
 
 import shutil
@@ -50,10 +50,10 @@ def _notes(track: mido.MidiTrack) -> list[tuple[int, int, int]]:
     return sorted(out)
 
 
-def test_two_tracks_player_and_leadline_at_the_songs_tempo(answered, song):
+def test_three_tracks_player_leadline_and_the_band_at_the_songs_tempo(answered, song):
     mid = mido.MidiFile(answered[0])
     assert mid.ticks_per_beat == FILE_PPQ
-    assert [t.name for t in mid.tracks if t.name] == ["player", "leadline"]
+    assert [t.name for t in mid.tracks if t.name] == ["player", "leadline", "backing"]  # the song's band
     tempo = next(m.tempo for m in mido.MidiFile(song).tracks[0] if m.type == "set_tempo")
     assert [m.tempo for m in mid.tracks[0] if m.type == "set_tempo"] == [tempo]
     phrase = offline.player_phrase(song, DataConfig())

@@ -74,12 +74,13 @@ def rig(jack, tmp_path):
             parts.heart.listen_to(Clock.PORT)
             parts.daemon = keep(Daemon(jack, MODEL, "sampling.seed=1", *settings, log=tmp_path / "daemon.log",
                                        args=args))
+            d = parts.daemon  # (its ports: python-rtmidi's clients with midi.jack_native=false)
             if clock:
-                jack.connect(Clock.PORT, Daemon.IN)
+                jack.connect(Clock.PORT, d.IN)
             else:
                 parts.clock.start()
-            jack.connect(parts.player.port, Daemon.IN)
-            lis.listen_to(Daemon.OUT)
+            jack.connect(parts.player.port, d.IN)
+            lis.listen_to(d.OUT)
             return parts
 
         yield start
