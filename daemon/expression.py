@@ -97,3 +97,27 @@ class Bender:
             return ()
         self.value, self.sent = 0, False
         return (self.centre, self.mod_off)
+
+
+def render(notes: list[Note], cfg, channel: int) -> list[tuple[int, Message]]:
+    """(tick, pitch bend message) of `notes` as the live output sends them, for a MIDI file (offline respond):
+    the same curves, the same choice of which note bends the channel, the centre after each (and at the end)."""
+    bender, items = Bender(cfg, channel), []
+    for n in sorted(notes, key=lambda n: n.onset):
+        i = bender.next_id()
+        curve = bender.curve(n, n.onset, n.end)
+        pre = curve[0][1] if curve and curve[0][0] == n.onset else None
+        items.append((n.onset, len(items), "on", i, pre))
+        items.extend((t, len(items), "bend", i, msg) for t, msg in curve[pre is not None:])
+    items.sort()
+    out = []
+    for tick, _, kind, i, msg in items:
+        if kind == "on":
+            sent = bender.prebend(i, msg) if msg is not None else bender.note_on(i)
+        else:
+            sent = bender.bend(i, msg)
+        if sent is not None:
+            out.append((tick, sent))
+    if bender.value:
+        out.append((max(n.end for n in notes), bender.centre))
+    return out

@@ -3,16 +3,18 @@
 The file's lead line (picked as ingestion does, else its busiest pitched track: a DAW clip) is the player's
 phrase: it goes through the same stateful engine, and leadline answers after `respond.after_beats` of
 silence, on the next beat, for `respond.bars` bars. OUT.mid holds the phrase and the answer on two tracks
-at the input's tempo.
+at the input's tempo, the answer's pitch bends with it as the live output sends them (RPN 0 first; none with
+expression.mode off).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from leadline.daemon import config, midifile, recording
+from leadline.daemon import config, expression, midifile, recording
 from leadline.daemon.codec import TICKS_PER_BEAT, Note
 from leadline.daemon.engine import make_engine
 from leadline.daemon.errors import UserError
@@ -77,9 +79,11 @@ def run(args) -> int:
     bars = args.bars or cfg.respond.bars
     notes = answer(imp, phrase, cfg.respond.after_beats, bars, sampler, cfg.sampling.key == "auto")
     scale = cfg.sampling.velocity_scale
-    notes = [Note(n.onset, n.duration, n.pitch, min(127, max(1, round(n.velocity * scale)))) for n in notes]
+    notes = recording.untangle([dataclasses.replace(n, velocity=min(127, max(1, round(n.velocity * scale))))
+                                for n in notes])
     bpm = file_bpm(args.input)
-    out = recording.write(args.output, {"player": phrase, "leadline": notes}, bpm)
+    bends = {"leadline": expression.render(notes, cfg.expression, 1)}
+    out = recording.write(args.output, {"player": phrase, "leadline": notes}, bpm, bends, cfg.expression.bend_range)
     print(f"{out}: the player's {len(phrase)} notes and leadline's answer, {len(notes)} notes in {bars} bars "
           f"({bpm:.0f} BPM)")
     if args.png:

@@ -171,7 +171,7 @@ def make_live(args, cfg: config.Config, engine) -> Live:
         live.on_learned = keep_learned(args.config)
     if cfg.record.dir:
         header = {"seed": seed, "config": config.as_dict(cfg), "model_card": _card(cfg.engine.model)}
-        live.recorder = Recorder(cfg.record.dir, header, live.out_ch)
+        live.recorder = Recorder(cfg.record.dir, header, live.out_ch, cfg.expression.bend_range)
     return live
 
 
