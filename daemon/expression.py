@@ -6,7 +6,8 @@ channel's, not the note's, so one note bends it at a time: the newest that start
 before its note-on (a pre-bend, or the centre when the channel is still bent); a plain note that starts while
 the channel is bent gets the centre before its note-on; a note's later points and the centre after its
 note-off go out only while it is still the newest. Every stop path that sends All Notes Off also sends the
-centre and modulation 0 (`reset`), and one that does not sends them when a bend left since the last. With expression.mode off nothing of this is sent at all.
+centre and modulation 0 (`reset`), and one that does not sends them when a bend left since the last. With
+expression.mode off nothing of this is sent at all.
 """
 from __future__ import annotations
 

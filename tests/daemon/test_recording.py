@@ -191,3 +191,28 @@ def test_a_session_keeps_the_bends_that_left(tmp_path):
     s = FILE_PPQ // 24
     assert [e for e in _bends(mido.MidiFile(path).tracks[2])] == [
         (0, "bend", 4096), (0, "on", 60), (6 * s, "bend", 8191), (12 * s, "off", 60), (12 * s, "bend", 0)]
+
+
+def test_the_piano_roll_draws_a_bent_notes_bend_as_a_curve_on_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leadline.daemon import plot
+    from leadline.daemon.config import ExpressionConfig
+    from leadline.daemon.expression import render
+
+    notes = [Note(0, 24, 64, 88, bend=4, bend_at=6), Note(24, 12, 62, 88), Note(48, 24, 67, 88, bend=-2, bend_at=0)]
+    path = recording.write(tmp_path / "bent.mid", {"leadline": notes}, 120,
+                           {"leadline": render(notes, ExpressionConfig(), 0)})
+    tracks = list(midifile.read(path).tracks)
+    fig, ax = plt.subplots()
+    plot._draw(ax, tracks, {"leadline": "#e06010"}, [0, 96], 0, 96)
+    curves = [line.get_data() for line in ax.get_lines() if line.get_color() == "black"]
+    plt.close(fig)
+    assert len(curves) == 2, "one curve a bent note, none on the plain one"
+    (x1, y1), (x2, y2) = curves
+    assert x1[0] == 0 and max(y1) == 66 and x1[-1] == 1.0, "the whole step up, along the first note"
+    assert set(y2) == {66} and x2[0] == 2.0, "the pre-bent note, a semitone down all along"
+    assert plot.piano_roll(path, tmp_path / "bent.png").stat().st_size > 1000

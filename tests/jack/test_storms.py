@@ -4,17 +4,21 @@ Every stop path is checked at the listener, in frames, without timing assumption
 also connected to the listener, so each stop message (or a marker sent when the clock is cut) has a
 frame F; the first All Notes Off leadline sends after F must find none of leadline's notes sounding, and
 the first pitch bend and modulation after it are the centre and 0 (the `bendy_model` fixture bends most
-notes: issue 13; the tests assert that some bends were heard). The SIGTERM/Ctrl-C test reports signal-to-silence in ms and holds
-it to 50 ms, through leadline's own JACK client and through python-rtmidi.
+notes: issue 13; the tests assert that some bends were heard). The SIGTERM/Ctrl-C test reports
+signal-to-silence in ms and holds it to 50 ms, through leadline's own JACK client and through python-rtmidi;
+a crash on the engine thread (in-process serve) leaves no note sounding and the bend centred.
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -262,3 +266,66 @@ def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, bendy_mod
     assert silence - mark <= 50 * MS + PERIOD, f"silence {(silence - mark) / MS:.1f} ms after the signal"
     assert bent(events) > 0, "no pitch bend before the signal"
     assert stuck_bend(events) == (0, 0), f"pitch bend, modulation left at {stuck_bend(events)} after the signal"
+
+
+def test_a_crash_in_the_engine_thread_leaves_no_note_sounding_and_the_bend_centred(jack, bendy_model, monkeypatch):
+    """`leadline serve` in-process on its own clock (duet): once a bend was heard, the model step raises while
+    the channel is bent (a real exception on the engine thread, mid-phrase); serve's way out still ends every
+    note, then sends the centre and modulation 0 through leadline's own JACK client, and the error comes back."""
+    from leadline.daemon import serve
+
+    lis = Listener(jack, name="crash-listener")
+    crash = threading.Event()
+    made = []
+
+    def make_engine(cfg, model=None, batch=1):
+        eng = real_make_engine(cfg, model, batch)
+        step = eng.step
+
+        def failing(token):
+            if crash.is_set() and lives and lives[0].bender.value:  # (while a bend is out)
+                raise RuntimeError("injected engine failure")
+            return step(token)
+
+        eng.step = failing
+        made.append(eng)
+        return eng
+
+    def make_live(*a):
+        lives.append(real_make_live(*a))
+        return lives[0]
+
+    real_make_engine, real_make_live, lives = serve.make_engine, serve.make_live, []
+    monkeypatch.setattr(serve, "make_engine", make_engine)
+    monkeypatch.setattr(serve, "make_live", make_live)
+    out = "crash-leadline:leadline out"
+
+    def watch():
+        try:
+            wait_for(lambda: out in (jack.lsp() or []), 60, f"{out} to open")
+            lis.listen_to(out)
+            rig_wait(lambda: bent(lis.events) > 0, 30, "a bent note")
+        finally:
+            crash.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    args = types.SimpleNamespace(config=None, overrides=["clock.source=internal", "sampling.seed=1",
+                                                         "midi.client_name=crash-leadline"],
+                                 model=str(bendy_model.path), api="jack", mode="duet", record=None, duration=60.0)
+    switch = sys.getswitchinterval()
+    try:
+        with pytest.raises(RuntimeError, match="injected engine failure"):
+            serve.run(args)
+        watcher.join(5)
+        rig_wait(lambda: any(m == ANO for _, m in lis.events), 5, "the way out's All Notes Off at the listener")
+        time.sleep(0.2)  # (jack_midi_dump prints what came with it)
+        events = list(lis.events)
+        assert bent(events) > 0, "no bend before the crash"
+        assert not stuck_notes(leadline_notes(events)), f"notes left sounding: {stuck_notes(leadline_notes(events))}"
+        assert stuck_bend(events) == (0, 0), f"pitch bend, modulation left at {stuck_bend(events)} after the crash"
+    finally:
+        crash.set()
+        lis.close()
+        sys.setswitchinterval(switch)
+        gc.unfreeze()  # (serve froze what it had made)
