@@ -441,3 +441,27 @@ def stuck_notes(events: list[tuple[int, bytes]]) -> dict:
             if sounding.get((ch, m[1]), 0) > 0:
                 sounding[(ch, m[1])] -= 1
     return {k: v for k, v in sounding.items() if v}
+
+
+def bends(events, channel: int = 0) -> list[tuple[int, int]]:
+    """(frame or index, value -8192..8191) of every pitch bend on `channel` (0-based)."""
+    return [(f, (m[2] << 7 | m[1]) - 8192) for f, m in events if len(m) == 3 and m[0] == 0xE0 | channel]
+
+
+def stuck_bend(events, channel: int = 0) -> tuple[int, int]:
+    """(the last pitch bend's value, the last modulation's value) on `channel`: (0, 0) when the channel is
+    left centred (or nothing was sent)."""
+    bend = next(((m[2] << 7 | m[1]) - 8192 for _, m in reversed(events) if len(m) == 3 and m[0] == 0xE0 | channel), 0)
+    mod = next((m[2] for _, m in reversed(events) if len(m) == 3 and m[0] == 0xB0 | channel and m[1] == 1), 0)
+    return bend, mod
+
+
+def centred_after(events, i: int, channel: int = 0) -> None:
+    """A stop path's All Notes Off at `events[i]`: the first pitch bend and modulation on `channel` after it
+    (the stop path's own: the bends of the notes it cut were dropped) are the centre and 0."""
+    after = events[i + 1:]
+    first = next(((f, m) for f, m in after if len(m) == 3 and m[0] == 0xE0 | channel), None)
+    assert first is not None, f"no pitch bend centre after the All Notes Off at {events[i][0]}"
+    assert first[1] == bytes((0xE0 | channel, 0, 64)), f"pitch bend {first[1].hex(' ')} after the All Notes Off"
+    mod = next((m for _, m in after if len(m) == 3 and m[0] == 0xB0 | channel and m[1] == 1), None)
+    assert mod is not None and mod[2] == 0, f"modulation {mod!r} after the All Notes Off at {events[i][0]}"

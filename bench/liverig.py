@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 
 import leadline.daemon.live as live_mod
-from leadline.bench.jackrig import stuck_notes
+from leadline.bench.jackrig import stuck_bend, stuck_notes
 from leadline.daemon import config
 from leadline.daemon.clock import NS_PER_MINUTE
 from leadline.daemon.codec import TICKS_PER_BEAT
@@ -88,6 +88,7 @@ class Rig:
         patch.setattr(live_mod, "sleep_until", self.fake.sleep_until)
         self.cfg = config.load(None, [f"sampling.seed={seed}", *overrides])
         self.sent: list[tuple[int, ...]] = []
+        self.bent = 0  # pitch bends away from the centre leadline sent (its notes' expression)
         self.onsets: list[int] = []  # song tick of each of leadline's note-ons, from the time it was sent
         self.played = True  # a note-on since leadline's last All Notes Off (the first one may come any time)
         self.live = Live(self.cfg, engine, Sampler(self.cfg.sampling), send=self.record)
@@ -104,6 +105,8 @@ class Rig:
             self.played = True
             if m[0] & 0x0F == self.live.out_ch and self.live.running:
                 self.onsets.append(round(self.live.clock.tick_at(self.fake.t + self.live.lookahead_ns)))
+        elif m[0] == 0xE0 | self.live.out_ch and (m[1], m[2]) != (0, 64):
+            self.bent += 1
         self.sent.append(tuple(m))
 
     def sounding(self) -> dict:
@@ -113,6 +116,8 @@ class Rig:
         self.stop_checks += 1
         left = self.sounding()
         assert not left, f"after {why}: notes still sounding {left}"
+        bend, mod = stuck_bend(list(enumerate(self.sent)), self.live.out_ch)
+        assert not bend and not mod, f"after {why}: pitch bend left at {bend}, modulation at {mod}"
         assert len(self.live.queue) == 0, f"after {why}: {len(self.live.queue)} messages still scheduled"
 
     def feed(self, msg, backing: bool = False) -> None:

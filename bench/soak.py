@@ -292,9 +292,9 @@ class Rig:
         player = Player(self.server, name=f"{prefix}-player")
         daemon = Daemon(self.server, model, "sampling.seed=1", "respond.after_beats=0.5", "respond.bars=1",
                         *settings, log=self.log)
-        self.server.connect(Clock.PORT, Daemon.IN)
-        self.server.connect(player.port, Daemon.IN)
-        self.lis.listen_to(Daemon.OUT)
+        self.server.connect(Clock.PORT, daemon.IN)
+        self.server.connect(player.port, daemon.IN)
+        self.lis.listen_to(daemon.OUT)  # (python-rtmidi's output has a client of its own: midi.jack_native=false)
         return player, daemon
 
     def close(self) -> None:

@@ -9,8 +9,8 @@
  *   - output: Python queues timed messages (frame, message) in due order; each cycle writes the ones due
  *     in it at their exact offset (late ones at offset 0). Untimed messages (stop paths, echoes) have a
  *     ring of their own, written first in the next cycle, never queued behind timed ones.
- *   - flush (every stop path, before its note-offs): timed note-ons queued before it are dropped, other
- *     timed messages (note-offs of notes that did start) go at once. Each message carries the flush
+ *   - flush (every stop path, before its note-offs): timed note-ons and pitch bends queued before it are
+ *     dropped (the stop path recentres), other timed messages (note-offs of notes that did start) go at once. Each message carries the flush
  *     generation it was queued in; an untimed message newer than the generation a cycle started with
  *     waits for the next cycle, so a note-off can never be written before a dropped-too-late note-on.
  *   - tap: every message written to the output goes, with the frame it was written at, to a third ring
@@ -114,13 +114,14 @@ static int process(jack_nframes_t nframes, void *arg) {
     uint64_t end = start + nframes;
     header_t h;
     unsigned char data[MAX_EVENT];
-    /* 1. timed messages queued before a flush (they come first in the ring): note-ons dropped, the rest
+    /* 1. timed messages queued before a flush (they come first in the ring): note-ons and bends dropped, the rest
      *    (note-offs of notes that did start) written now */
     while (jack_ringbuffer_peek(ll->out_ring, (char *)&h, sizeof h) == sizeof h &&
            jack_ringbuffer_read_space(ll->out_ring) >= sizeof h + h.size && (int32_t)(h.gen - gen) < 0) {
         jack_ringbuffer_read_advance(ll->out_ring, sizeof h);
         jack_ringbuffer_read(ll->out_ring, (char *)data, h.size);
         if ((data[0] & 0xF0) == 0x90 && h.size == 3 && data[2]) continue;
+        if ((data[0] & 0xF0) == 0xE0) continue; /* a cut note's later bend: the stop path sends the centre */
         out(ll, outbuf, start, 0, data, h.size);
     }
     /* 2. untimed messages, at the cycle's start */
@@ -255,7 +256,8 @@ int ll_send(ll_t *ll, uint64_t frame, const unsigned char *msg, int size) {
     return 0;
 }
 
-/* Timed note-ons queued and not yet written are dropped (stop paths send their note-offs after this). */
+/* Timed note-ons and pitch bends queued and not yet written are dropped (stop paths send their note-offs
+ * and the bend's centre after this). */
 void ll_flush(ll_t *ll) { __atomic_add_fetch(&ll->gen, 1, __ATOMIC_ACQ_REL); }
 
 int ll_connect(ll_t *ll, const char *src, const char *dst) {

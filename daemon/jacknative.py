@@ -208,7 +208,7 @@ class JackMidi:
         return bool(self.h) and self.L.ll_send(self.h, max(self.to_frame(t_ns), 1), data, len(data)) == 0
 
     def flush(self) -> None:
-        """Drop the timed note-ons queued and not yet written; other timed messages go at once."""
+        """Drop the timed note-ons and pitch bends queued and not yet written; other timed messages go at once."""
         if self.h:
             self.L.ll_flush(self.h)
 
@@ -261,6 +261,7 @@ class NativeIO:
         self.cfg, self.on_message = midi_cfg, on_message
         self.on_output_lost: Callable[[], object] | None = None
         self.on_input_lost: Callable[[], object] | None = None
+        self.on_output_back: Callable[[], object] | None = None
         self.jm: JackMidi | None = None
         self.in_name = self.out_name = self.backing_name = ""
         self.in_lost = self.out_lost = False
@@ -358,6 +359,8 @@ class NativeIO:
         else:
             self.out_name = peer
         say_back(what, peer)
+        if not inp and self.on_output_back is not None:
+            self.on_output_back()
         return False
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""MIDI learn: move a knob or press a pad (sending a CC) and it becomes temperature, mode, on/off or panic.
+"""MIDI learn: move a knob or press a pad (sending a CC) and it becomes temperature, mode, on/off, panic or expression.
 
 `leadline serve --learn`, or the control.learn_cc button while playing, walks through TARGETS in order:
 one prompt line each, then the first control change that moves on control.channel becomes that target's
@@ -8,8 +8,7 @@ learned in this round is not taken for a later target (a knob sends a stream of 
 Pads that send notes cannot be learned: set them to send a CC. The daemon keeps each learned CC in the
 config file (leadline.daemon.configfile, comments kept).
 
-Expression depth is not a target yet: it has no setting. When it gets one (a `control.expression_cc`
-field), one more entry in TARGETS is all learn needs.
+The last target is expression depth (control.expression_cc): how far leadline's bends and vibrato go.
 """
 from __future__ import annotations
 
@@ -24,6 +23,7 @@ TARGETS = (
     ("mode_cc", "mode (respond / trade / duet): a knob"),
     ("enable_cc", "on/off: a button or pad sending a CC"),
     ("panic_cc", "panic: a button or pad sending a CC"),
+    ("expression_cc", "expression depth (bends, vibrato): a knob or fader"),
 )
 CC_KEYS = tuple(key for key, _ in TARGETS) + ("learn_cc", "meter_cc")  # a learned CC is taken off these
 

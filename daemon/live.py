@@ -18,6 +18,7 @@ from leadline.daemon.clock import ClockEvent, ClockFollower, InternalClock
 from leadline.daemon.codec import Note, TICKS_PER_BEAT
 from leadline.daemon.countin import CountIn
 from leadline.daemon.echo import EchoGuard
+from leadline.daemon.expression import Bender
 from leadline.daemon.headroom import TempoGuard, safe_bpm
 from leadline.daemon.improviser import Improviser
 from leadline.daemon.keeping import Keeping, Stats
@@ -26,8 +27,8 @@ from leadline.daemon.meter import CC_METERS, Meter, parse_meter
 from leadline.daemon.modes import MODES, Conductor
 from leadline.daemon.player import PlayerNotes
 from leadline.daemon.sampler import estimate_key, key_histogram
-from leadline.daemon.scheduler import (KIND_CLICK, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
-                                       deadline, sleep_until)
+from leadline.daemon.scheduler import (KIND_BEND, KIND_CLICK, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, KIND_PREBEND,
+                                       NoteTracker, Scheduler, deadline, sleep_until)
 from leadline.daemon.swing import Swing
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Live(Keeping):
         self.stats = Stats()
         self.enabled = True
         self.out_ch = cfg.midi.out_channel - 1
+        self.bender = Bender(cfg.expression, self.out_ch)  # the notes' pitch bend (expression)
         self.lookahead_ns = int(cfg.engine.lookahead_ms * 1e6)
         self.recorder = None  # leadline.daemon.recording.Recorder: takes (and their session logs)
         self.learn = None  # leadline.daemon.learn.Learn while MIDI learn runs
@@ -107,6 +109,7 @@ class Live(Keeping):
         return c.running and c.tick >= 0 and c.last_tick_ns != 0
 
     def start(self, now_ns: int) -> None:
+        self.output_back()
         if not self.external:
             self.internal.start(now_ns)
             self._count_in()
@@ -117,6 +120,11 @@ class Live(Keeping):
 
     def now_tick(self) -> int:
         return max(self.clock.tick, 0)
+
+    def output_back(self) -> None:
+        """The output is (again) there: at start and after a reconnect, the receiver's bend range (RPN 0)."""
+        for msg in self.bender.rpn():
+            self.send(msg)
 
     # --- input ------------------------------------------------------------------------------------------
     def handle(self, t_ns: int, msg: list[int], backing: bool = False) -> None:
@@ -257,6 +265,8 @@ class Live(Keeping):
             self.set_meter(parse_meter(CC_METERS[value * len(CC_METERS) // 128]))
         elif cc == c.echo_cc:
             self.improviser.echo = echo_weight(value)
+        elif cc == c.expression_cc:
+            self.bender.set_depth(value)
 
     # --- transport ----------------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -310,6 +320,11 @@ class Live(Keeping):
             for msg in tr.all_off_messages(self.out_ch):  # another one only floods the port (a Start/Stop
                 self.send(msg)  # storm sent thousands; JACK drops what a cycle cannot hold, note-offs too)
             self.quiet = True
+            for msg in self.bender.reset(force=True):  # pitch bend centre, modulation 0
+                self.send(msg)
+        else:
+            for msg in self.bender.reset():  # (a bend left with no note-on after it: one skipped as late)
+                self.send(msg)
         if self.count_in.channel != self.out_ch and any(ch == self.count_in.channel for ch, _ in tr.sounding()):
             for msg in tr.all_off_messages(self.count_in.channel):  # a click sounding
                 self.send(msg)
@@ -409,7 +424,8 @@ class Live(Keeping):
         vel = min(127, max(1, round(note.velocity * self.cfg.sampling.velocity_scale)))
         onset, end = self.swing.note(note.onset, note.end)  # off-beats where the player puts them
         end = min(end, onset + self.max_note) if self.max_note else end
-        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, onset, end, self.lookahead_ns)
+        self.queue.push_note(self.clock, self.out_ch, note.pitch, vel, onset, end, self.lookahead_ns,
+                             self.bender.next_id(), self.bender.curve(note, onset, end))
 
     def deadline(self, tick: int) -> int:
         return deadline(self.clock, tick, self.lookahead_ns)
@@ -436,6 +452,8 @@ class Live(Keeping):
                     log.debug("late note: tick %d (now tick %d), %.1f ms late", item.tick, self.clock.tick,
                               (now_ns - at) / 1e6)
                     continue
+                if item.note and (bend := self.bender.note_on(item.note)) is not None:
+                    self._emit(at, bend)  # a plain note on a bent channel: the centre first
                 for off in tr.note_on(msg[0] & 0x0F, msg[1]):
                     self._emit(at, off)
                 self.stats.notes_out += 1
@@ -444,6 +462,12 @@ class Live(Keeping):
             elif item.kind == KIND_NOTE_OFF:
                 if tr.note_off(msg[0] & 0x0F, msg[1]):
                     self._emit(at, msg)
+            elif item.kind == KIND_PREBEND:  # (skipped when late: its note-on, due with it, is too)
+                if now_ns - at <= LATE_NS and (bend := self.bender.prebend(item.note, msg)) is not None:
+                    self._emit(at, bend)
+            elif item.kind == KIND_BEND:
+                if (bend := self.bender.bend(item.note, msg)) is not None:
+                    self._emit(at, bend)
             else:
                 self._emit(at, msg)
 

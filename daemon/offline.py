@@ -5,16 +5,18 @@ phrase: it goes through the same stateful engine, and leadline answers after `re
 silence, on the next beat, for `respond.bars` bars. The band's harmony (`--backing FILE`: its pitched,
 non-drum tracks; without it, the input's own other pitched tracks, when it has any) is heard at every step,
 the phrase's and the answer's, exactly at the step's tick. OUT.mid holds the phrase, the answer and the
-backing (up to the answer's end) on their own tracks at the input's tempo.
+backing (up to the answer's end) on their own tracks at the input's tempo, the answer's pitch bends with it
+as the live output sends them (RPN 0 first; none with expression.mode off).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from leadline.daemon import config, harmony, midifile, recording
+from leadline.daemon import config, expression, harmony, midifile, recording
 from leadline.daemon.codec import TICKS_PER_BEAT, Note
 from leadline.daemon.engine import make_engine
 from leadline.daemon.errors import UserError
@@ -111,13 +113,15 @@ def run(args) -> int:
     bars = args.bars or cfg.respond.bars
     notes = answer(imp, phrase, cfg.respond.after_beats, bars, sampler, cfg.sampling.key == "auto", band)
     scale = cfg.sampling.velocity_scale
-    notes = [Note(n.onset, n.duration, n.pitch, min(127, max(1, round(n.velocity * scale)))) for n in notes]
+    notes = recording.untangle([dataclasses.replace(n, velocity=min(127, max(1, round(n.velocity * scale))))
+                                for n in notes])
     bpm = file_bpm(args.input)
     end = imp.phrase_end
     parts = {"player": phrase, "leadline": notes}
     if band:
         parts["backing"] = [n for n in band if n.onset < end]
-    out = recording.write(args.output, parts, bpm)
+    bends = {"leadline": expression.render(notes, cfg.expression, 1)}
+    out = recording.write(args.output, parts, bpm, bends, cfg.expression.bend_range)
     heard = f", over the backing's {len(parts['backing'])} notes" if band else ""
     print(f"{out}: the player's {len(phrase)} notes and leadline's answer, {len(notes)} notes in {bars} bars "
           f"({bpm:.0f} BPM){heard}")

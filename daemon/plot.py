@@ -1,4 +1,5 @@
-"""`leadline plot`: a piano-roll PNG of a .mid file: a colour a track, numbered bars, leadline's answers shaded.
+"""`leadline plot`: a piano-roll PNG of a .mid file: a colour a track, numbered bars, leadline's answers shaded,
+a bent note's pitch bend drawn as a curve on it (read back from the file's pitch bend as the codec hears it).
 
 A long file gets a second panel, zoomed on its end: the player's last bars and leadline's last answer, which
 is what `leadline respond` writes and what a listener wants to see.
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from leadline.daemon import midifile
-from leadline.daemon.codec import TICKS_PER_BEAT
+from leadline.daemon.codec import TICKS_PER_BEAT, Note, bend_curve
 
 COLOURS = {"player": "#1f5fa8", "leadline": "#e06010"}
 OTHERS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -49,6 +52,7 @@ def _draw(ax, tracks, colours, bars: list[int], x0: int, x1: int) -> None:
         rgba = [to_rgba(colours[t.name], 0.5 + 0.5 * v / 127) for v in t.velocity[seen].tolist()]
         ax.barh(t.pitch[seen], t.duration[seen] / b, left=t.onset[seen] / b, height=0.84, color=rgba,
                 edgecolor="black", linewidth=0.3, zorder=2)
+        _bends(ax, t, seen)
     shown = [i for i, tick in enumerate(bars) if x0 <= tick <= x1]
     for i in shown:
         ax.axvline(bars[i] / b, color="#999999", lw=0.7, zorder=1)
@@ -59,6 +63,22 @@ def _draw(ax, tracks, colours, bars: list[int], x0: int, x1: int) -> None:
         ax.grid(axis="x", which="minor", color="#eeeeee", lw=0.5, zorder=0)
     ax.set_xlim(x0 / b, x1 / b)
     ax.set_xlabel("bar")
+
+
+def _bends(ax, track: midifile.Track, seen) -> None:
+    """Each bent note's pitch bend as a line on it: at its pitch, moving up or down the semitones it bends."""
+    if track.expression is None:
+        return
+    b = TICKS_PER_BEAT
+    for i in np.flatnonzero(seen & ((track.expression[:, 0] != 0) | (track.expression[:, 3] != 0))):
+        note = Note(*map(int, (track.onset[i], track.duration[i], track.pitch[i], track.velocity[i],
+                               *track.expression[i])))
+        points = bend_curve(note) + [(note.duration, None)]
+        xs, ys = [], []
+        for (t, semis), (t_next, _) in zip(points, points[1:]):  # a step per grid point, held to the next
+            xs += [(note.onset + t) / b, (note.onset + t_next) / b]
+            ys += [note.pitch + semis] * 2
+        ax.plot(xs, ys, color="black", lw=1.1, zorder=3, solid_capstyle="butt")
 
 
 def _pitch_axis(ax, tracks) -> None:

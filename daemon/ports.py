@@ -236,6 +236,7 @@ class MidiIO:
         self.backing_name = ""
         self.on_output_lost: Callable[[], object] | None = None  # e.g. Live.all_off, run before the output closes
         self.on_input_lost: Callable[[], object] | None = None  # e.g. Live.input_lost, after the input closed
+        self.on_output_back: Callable[[], object] | None = None  # e.g. Live.output_back, once it is open again
         self.min = self.mout = None
         self.in_name = self.out_name = ""
         self.in_lost = self.out_lost = False  # a port opened by name whose peer went away (see `check`)
@@ -350,6 +351,9 @@ class MidiIO:
         else:
             self.out_name = ports[i]
         say_back(what, ports[i])
+        if what == "output" and self.on_output_back is not None:
+            self.out_lost = False  # (so that what it sends is sent)
+            self.on_output_back()
         return False
 
     def _close_side(self, port, what: str) -> None:

@@ -5,6 +5,7 @@ Notes are in codec grid ticks (24 a beat); files are written at 480 ticks a beat
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -14,6 +15,7 @@ from pathlib import Path
 import mido
 
 from leadline.daemon.codec import TICKS_PER_BEAT, Note
+from leadline.daemon.scheduler import bend_value, rpn_bend_range
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +23,39 @@ FILE_PPQ = 480
 PROGRAMS = {"player": 29, "leadline": 30, "backing": 4}  # overdriven / distortion guitar; electric piano
 
 
-def _track(name: str, notes: list[Note], channel: int, program: int, scale: int) -> mido.MidiTrack:
+def untangle(notes: list[Note]) -> list[Note]:
+    """`notes` in onset order with no two of one pitch overlapping: an answer can strike a pitch again while
+    it still sounds, and overlapping note-ons of one pitch are paired wrongly by readers, so the earlier is cut
+    where the later starts; two of one pitch at one tick are one (the longer)."""
+    kept: list[Note] = []
+    last: dict[int, int] = {}  # pitch -> index in kept
+    for n in sorted(notes, key=lambda n: (n.onset, n.pitch, -n.duration)):
+        j = last.get(n.pitch)
+        if j is not None and kept[j].end > n.onset:
+            if kept[j].onset == n.onset:
+                continue
+            kept[j] = dataclasses.replace(kept[j], duration=n.onset - kept[j].onset)
+        last[n.pitch] = len(kept)
+        kept.append(n)
+    return kept
+
+
+def _track(name: str, notes: list[Note], channel: int, program: int, scale: int, bends=(),
+           bend_range: int = 2) -> mido.MidiTrack:
+    """A part's track; `bends`: (grid tick, pitch bend message) on its channel, after RPN 0 (`bend_range`)."""
     events = []
-    for n in notes:
-        events.append((n.onset * scale, 1, mido.Message("note_on", channel=channel, note=n.pitch,
+    for n in untangle(notes):
+        events.append((n.onset * scale, 2, mido.Message("note_on", channel=channel, note=n.pitch,
                                                          velocity=n.velocity)))
         events.append((n.end * scale, 0, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0)))
-    events.sort(key=lambda e: (e[0], e[1]))  # at the same time, note-offs before note-ons
+    for t, msg in bends:  # at one time: note-offs, then bends (a centre after its note-off), then note-ons
+        events.append((t * scale, 1, mido.Message("pitchwheel", channel=channel, pitch=bend_value(msg))))
+    events.sort(key=lambda e: (e[0], e[1]))
     track = mido.MidiTrack([mido.MetaMessage("track_name", name=name),
                             mido.Message("program_change", channel=channel, program=program)])
+    if bends:
+        track.extend(mido.Message("control_change", channel=channel, control=cc, value=v)
+                     for _, cc, v in rpn_bend_range(channel, bend_range))
     now = 0
     for t, _, msg in events:
         track.append(msg.copy(time=t - now))
@@ -37,29 +63,34 @@ def _track(name: str, notes: list[Note], channel: int, program: int, scale: int)
     return track
 
 
-def to_midifile(parts: dict[str, list[Note]], bpm: float) -> mido.MidiFile:
-    """A type-1 MidiFile with a tempo track and one track per part, each on its own channel."""
+def to_midifile(parts: dict[str, list[Note]], bpm: float, bends: dict | None = None,
+                bend_range: int = 2) -> mido.MidiFile:
+    """A type-1 MidiFile with a tempo track and one track per part, each on its own channel; `bends`: a part's
+    pitch bends, {name: [(grid tick, pitch bend message)]} (see `leadline.daemon.expression.render`)."""
     mid = mido.MidiFile(type=1, ticks_per_beat=FILE_PPQ)
     mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)),
                                       mido.MetaMessage("time_signature", numerator=4, denominator=4)]))
     scale = FILE_PPQ // TICKS_PER_BEAT
     for ch, (name, notes) in enumerate(parts.items()):
-        mid.tracks.append(_track(name, notes, ch, PROGRAMS.get(name, 29), scale))
+        mid.tracks.append(_track(name, notes, ch, PROGRAMS.get(name, 29), scale, (bends or {}).get(name, ()),
+                                 bend_range))
     return mid
 
 
-def write(path: str | Path, parts: dict[str, list[Note]], bpm: float) -> Path:
-    """Write `parts` to `path` atomically (replacing `path` if it exists)."""
+def write(path: str | Path, parts: dict[str, list[Note]], bpm: float, bends: dict | None = None,
+          bend_range: int = 2) -> Path:
+    """Write `parts` (and their `bends`, see `to_midifile`) to `path` atomically (replacing `path` if it exists)."""
     path = Path(path)
 
     def replace(tmp: str) -> Path:
         os.replace(tmp, path)
         return path
 
-    return _write(path.parent, parts, bpm, replace)
+    return _write(path.parent, to_midifile(parts, bpm, bends, bend_range), replace)
 
 
-def write_new(folder: str | Path, parts: dict[str, list[Note]], bpm: float, when: float | None = None) -> Path:
+def write_new(folder: str | Path, parts: dict[str, list[Note]], bpm: float, when: float | None = None,
+              bends: dict | None = None, bend_range: int = 2) -> Path:
     """Write `parts` atomically to a new dated file in `folder`, never over an existing one: the name is
     claimed with a hard link, which fails if another writer (another leadline on the same folder in the
     same second) took it first; then the next name is tried."""
@@ -74,16 +105,16 @@ def write_new(folder: str | Path, parts: dict[str, list[Note]], bpm: float, when
             os.unlink(tmp)
             return path
 
-    return _write(folder, parts, bpm, claim)
+    return _write(folder, to_midifile(parts, bpm, bends, bend_range), claim)
 
 
-def _write(folder: Path, parts: dict[str, list[Note]], bpm: float, place) -> Path:
-    """Write a temporary file in `folder`; `place(tmp)` puts it where it belongs and says where."""
+def _write(folder: Path, mid: mido.MidiFile, place) -> Path:
+    """Write `mid` to a temporary file in `folder`; `place(tmp)` puts it where it belongs and says where."""
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".leadline.", suffix=".mid", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            to_midifile(parts, bpm).save(file=f)
+            mid.save(file=f)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o644 & ~mask)  # mkstemp makes it private; a MIDI file is for sharing
@@ -116,13 +147,16 @@ class Recorder:
     `header` is given (leadline.daemon.session). `end` hands the writing to a background thread; `flush`
     writes at once (offline use)."""
 
-    def __init__(self, folder: str | Path, header: dict | None = None, out_channel: int = 0) -> None:
+    def __init__(self, folder: str | Path, header: dict | None = None, out_channel: int = 0,
+                 bend_range: int = 2) -> None:
         self.folder = Path(folder)
         self.bpm = 120.0
         self.parts: dict[str, list[Note]] = {"player": [], "leadline": []}
         self.written: list[Path] = []
         self.header, self.out_ch = header, out_channel
         self.open: dict[int, tuple[int, int]] = {}  # leadline's sounding pitch -> (onset tick, velocity)
+        self.bends: list[tuple[int, tuple]] = []  # leadline's pitch bends as they left: (tick, message)
+        self.bend_range = bend_range  # (expression.bend_range: the file says it with RPN 0)
         self.log = None  # the take's SessionLog
         self.noted = False  # a note came in or went out in this take (a log without one is not kept)
         self.writer = None
@@ -177,6 +211,8 @@ class Recorder:
             self._close(msg[1], tick)
         elif kind == 0xB0 and msg[1] in (120, 123):
             self.close_all(tick)
+        elif kind == 0xE0:
+            self.bends.append((tick, tuple(msg)))
 
     def _close(self, pitch: int, tick: int) -> None:
         if pitch in self.open:
@@ -198,7 +234,8 @@ class Recorder:
         placed: list = []
         if any(parts.values()):
             bpm = self.bpm  # (the next take may have begun at another tempo when the writer gets to it)
-            self.writer.put(lambda: placed.append(self._write(parts, bpm)))
+            bends = {"leadline": list(self.bends)}
+            self.writer.put(lambda: placed.append(self._write(parts, bpm, bends)))
         noted, folder = self.noted, self.folder
         self.log.close(t_ns, self.counters(), lambda: placed[0].with_suffix(".log") if placed else
                        (_free_log_name(folder) if noted else None))
@@ -209,9 +246,10 @@ class Recorder:
         for notes in self.parts.values():
             notes.clear()
         self.open.clear()
+        self.bends = []
 
-    def _write(self, parts: dict, bpm: float) -> Path:
-        path = write_new(self.folder, parts, bpm)
+    def _write(self, parts: dict, bpm: float, bends: dict) -> Path:
+        path = write_new(self.folder, parts, bpm, bends=bends, bend_range=self.bend_range)
         self.written.append(path)
         return path
 
@@ -219,7 +257,8 @@ class Recorder:
         self.close_all(max((n.end for n in self.parts["leadline"]), default=0))
         if not any(self.parts.values()):
             return None
-        path = write_new(self.folder, self.parts, self.bpm)
+        path = write_new(self.folder, self.parts, self.bpm, bends={"leadline": self.bends},
+                         bend_range=self.bend_range)
         self.written.append(path)
         self._clear()
         return path

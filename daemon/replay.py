@@ -52,9 +52,9 @@ class Output:
         heapq.heappush(self.timed, (t_ns, self.seq, list(msg)))
 
     def flush(self) -> None:
-        """Timed note-ons not yet written are dropped, the rest written now."""
+        """Timed note-ons and pitch bends not yet written are dropped, the rest written now."""
         for _, _, msg in sorted(self.timed):
-            if not (msg[0] & 0xF0 == 0x90 and msg[2]):
+            if not (msg[0] & 0xF0 == 0x90 and msg[2] or msg[0] & 0xF0 == 0xE0):
                 self.wrote.append((self.t, msg))
         self.timed = []
 

@@ -9,6 +9,11 @@ Lateness: `take_due(now, late_ns)` skips a note-on that is more than `late_ns` p
 late note is worse than a missing one) and counts it in `Scheduler.late`; note-offs and everything
 else are sent however late, because a skipped note-off leaves a note hanging. `NoteTracker` drops the
 note-off of a note-on that was skipped, and every stop path sends `all_off_messages()`.
+
+A note's pitch bend (codec 2 expression) travels with it: `push_note(..., bends=...)` puts a bend at the
+onset (KIND_PREBEND) before the note-on, the rest (KIND_BEND) on their ticks, one at the end after the
+note-off; each item carries the note's id (`Item.note`), by which the player of the channel's bend is
+chosen when they leave (leadline.daemon.live).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ NOTE_OFF, NOTE_ON, CONTROL = 0x80, 0x90, 0xB0
 ALL_NOTES_OFF = 123
 KIND_OTHER, KIND_NOTE_ON, KIND_NOTE_OFF = 0, 1, 2
 KIND_CLICK = 3  # a note-on sent however late (a count-in's click: its first is due on the tick after Start)
+KIND_BEND, KIND_PREBEND = 4, 5  # a note's pitch bend; its bend at the onset (skipped when late, like the note-on)
+PITCH_BEND, MODULATION = 0xE0, 1
 SPIN_NS = 1_000_000  # sleep_until spins this long before a deadline (time.sleep overshoots 0.05-0.1 ms)
 
 Message = Sequence[int]
@@ -33,6 +40,7 @@ class Item(NamedTuple):
     kind: int
     msg: Message
     tick: int  # grid tick it belongs to, or -1 for a message at a plain time (see `Scheduler.retime`)
+    note: int = 0  # id of the note it belongs to (its note-on, its bends), 0 for none
 
 
 def kind_of(msg: Message) -> int:
@@ -61,18 +69,29 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def push(self, deadline_ns: int, msg: Message, kind: int | None = None, tick: int = -1) -> None:
+    def push(self, deadline_ns: int, msg: Message, kind: int | None = None, tick: int = -1, note: int = 0) -> None:
         """Schedule `msg` at `deadline_ns` (kind: from the message unless given)."""
         self._seq += 1
         heapq.heappush(self._heap, Item(deadline_ns, self._seq, kind_of(msg) if kind is None else kind,
-                                        msg, tick))
+                                        msg, tick, note))
 
     def push_note(self, clock, channel: int, pitch: int, velocity: int, onset: int, end: int,
-                  lookahead_ns: int) -> None:
-        """Schedule a note from grid tick `onset` to `end` on `clock` (0-based `channel`)."""
+                  lookahead_ns: int, note: int = 0, bends: Sequence[tuple[int, Message]] = ()) -> None:
+        """Schedule a note from grid tick `onset` to `end` on `clock` (0-based `channel`), with id `note` and
+        its pitch `bends` as (tick, message) in tick order: one at `onset` leaves before the note-on, one at
+        `end` after the note-off."""
         on = (NOTE_ON | channel, pitch, velocity)
-        self.push(deadline(clock, onset, lookahead_ns), on, KIND_NOTE_ON, onset)
-        self.push(deadline(clock, end, lookahead_ns), (NOTE_OFF | channel, pitch, 0), KIND_NOTE_OFF, end)
+        i = 0
+        if bends and bends[0][0] == onset:
+            self.push(deadline(clock, onset, lookahead_ns), bends[0][1], KIND_PREBEND, onset, note)
+            i = 1
+        self.push(deadline(clock, onset, lookahead_ns), on, KIND_NOTE_ON, onset, note)
+        while i < len(bends) and bends[i][0] < end:
+            self.push(deadline(clock, bends[i][0], lookahead_ns), bends[i][1], KIND_BEND, bends[i][0], note)
+            i += 1
+        self.push(deadline(clock, end, lookahead_ns), (NOTE_OFF | channel, pitch, 0), KIND_NOTE_OFF, end, note)
+        for tick, msg in bends[i:]:
+            self.push(deadline(clock, tick, lookahead_ns), msg, KIND_BEND, tick, note)
 
     def peek(self) -> Item | None:
         """The earliest pending item, None when nothing is pending."""
@@ -127,6 +146,23 @@ class Scheduler:
         if moved:
             heapq.heapify(self._heap)
         return moved
+
+
+def pitch_bend(channel: int, value: int) -> tuple[int, int, int]:
+    """A pitch bend message: `value` -8192..8191 (0: centre), clipped to that range."""
+    v = min(max(int(value), -8192), 8191) + 8192
+    return (PITCH_BEND | channel, v & 0x7F, v >> 7)
+
+
+def bend_value(msg: Message) -> int:
+    """The value -8192..8191 of pitch bend message `msg`."""
+    return (msg[2] << 7 | msg[1]) - 8192
+
+
+def rpn_bend_range(channel: int, semitones: int) -> list[tuple[int, int, int]]:
+    """RPN 0 (pitch bend sensitivity) set to `semitones`, then the null RPN (a later CC 6 changes nothing)."""
+    c = CONTROL | channel
+    return [(c, 101, 0), (c, 100, 0), (c, 6, semitones), (c, 38, 0), (c, 101, 127), (c, 100, 127)]
 
 
 def sleep_until(deadline_ns: int, now: Callable[[], int] = time.perf_counter_ns,

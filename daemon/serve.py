@@ -174,7 +174,7 @@ def make_live(args, cfg: config.Config, engine) -> Live:
         live.on_learned = keep_learned(args.config)
     if cfg.record.dir:
         header = {"seed": seed, "config": config.as_dict(cfg), "model_card": _card(cfg.engine.model)}
-        live.recorder = Recorder(cfg.record.dir, header, live.out_ch)
+        live.recorder = Recorder(cfg.record.dir, header, live.out_ch, cfg.expression.bend_range)
     return live
 
 
@@ -238,6 +238,7 @@ def run(args) -> int:
             api_name = "jack, notes at their frame"
         io.on_output_lost = lambda: live.all_off(everything=True)  # (midi.connect_out) notes off first
         io.on_input_lost = live.input_lost  # (midi.connect_in) the player's held notes end there
+        io.on_output_back = live.output_back  # (midi.connect_out) the bend range again (RPN 0)
         _extras(live, io, status, args)
         gc.collect()
         gc.freeze()

@@ -64,6 +64,26 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     return TinyModel(path, model)
 
 
+@pytest.fixture(scope="session")
+def bendy_model(tmp_path_factory) -> TinyModel:
+    """`tiny_model` with its BEND and VIB logits raised by 3: about four notes in five bent (the stop-path
+    tests need bends in flight; the interim shipped model plays almost none)."""
+    import torch
+
+    from leadline.daemon import codec
+    from leadline.training.export import write_model_dir
+    from leadline.training.model import LeadLSTM, ModelArgs
+
+    torch.manual_seed(0)
+    model = LeadLSTM(ModelArgs(embed=16, hidden=32, layers=2, dropout=0.0)).eval()
+    torch.nn.init.normal_(model.harmony.weight, std=0.5)
+    with torch.no_grad():
+        for kind in ("BEND", "VIB"):
+            model.head.bias[torch.from_numpy(codec.kind_mask(kind))] += 3.0
+    path = write_model_dir(model, tmp_path_factory.mktemp("models") / "bendy", {"note": "random test model, bends"})
+    return TinyModel(path, model)
+
+
 # --- a tiny trained run and its export (training tests) -----------------------------------------------
 
 TINY_TRAIN = ["train.embed=16", "train.hidden=32", "train.layers=2", "train.batch=4", "train.chunk=32",

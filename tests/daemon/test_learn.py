@@ -36,9 +36,14 @@ def test_learn_cc_maps_each_target_in_turn_at_once(engine, monkeypatch, caplog):
     rig.feed([0xB0, 21, 127])  # on/off: CC 21 (temperature's before it learned CC 40)
     assert live.cfg.control.enable_cc == 21 and live.cfg.control.temperature_cc == 40
     rig.pass_(11 * S)  # panic: nothing moved within control.learn_timeout_s
-    assert live.learn is None and "nothing moved for panic_cc" in caplog.text
-    assert [(c.temperature_cc, c.mode_cc, c.enable_cc, c.panic_cc) for c in saved] == [(40, 22, 23, 24),
-                                                                                       (40, 22, 21, 24)]
+    assert "nothing moved for panic_cc" in caplog.text
+    rig.feed([0xB0, 42, 32])  # expression depth: a knob
+    rig.feed([0xB0, 42, 64])  # still turning
+    rig.pass_()
+    assert live.learn is None and live.cfg.control.expression_cc == 42
+    assert live.bender.depth == 64 / 127, "the learned depth knob works at once"
+    assert [(c.temperature_cc, c.mode_cc, c.enable_cc, c.panic_cc, c.expression_cc) for c in saved] == [
+        (40, 22, 23, 24, 27), (40, 22, 21, 24, 27), (40, 22, 21, 24, 42)]
     rig.feed([0xB0, 21, 0])
     assert not live.enabled, "CC 21 is on/off now"
 

@@ -4,7 +4,8 @@
 daemon's code) with a real CpuEngine on the tiny model; a fixed list of seeds drives random event orders.
 
 Checked after every stop path (Stop, panic CC, All Notes Off/All Sound Off CC, enable off, clock dropout,
-mode change, Song Position, and `all_off` at the end): no note-on on the output lacks its own note-off;
+mode change, Song Position, and `all_off` at the end): no note-on on the output lacks its own note-off; the
+last pitch bend on leadline's channel is the centre and modulation 0 (the tiny model bends, issue 13);
 every message sent is well-formed MIDI; no All Notes Off repeats one with no note-on in between (a storm
 of stop messages must not become a storm on the output); leadline still answers a clean Start + phrase
 afterwards; memory stays bounded.
@@ -116,6 +117,7 @@ def test_storm_leaves_no_note_sounding_and_leadline_answers_again(engine, monkey
     rig = Rig(engine, monkeypatch, seed)
     counts = storm(rig, random.Random(seed), EVENTS)
     assert rig.stop_checks > 20, f"too few stop paths exercised: {counts}"
+    assert rig.bent > 0, "no pitch bend in the storm (the checks after each stop path include the centre)"
     clean_phrase_is_answered(rig)
     rig.live.all_off()
     rig.silent("all_off")
@@ -276,7 +278,7 @@ def test_a_lost_input_ends_the_held_notes_and_respond_answers(engine, monkeypatc
 def test_a_frame_accurate_output_gets_each_message_with_its_tick_time_and_a_flush_on_stop(engine, monkeypatch):
     """With `send_at` (leadline's own JACK client), messages are handed over up to HANDOFF_NS ahead with
     the predicted time of their tick (no lookahead); every stop path flushes first, then sends its
-    note-offs untimed."""
+    note-offs untimed (then the pitch bend's centre and modulation 0)."""
     rig = Rig(engine, monkeypatch, 7, "mode=duet")
     live = rig.live
     handed: list[tuple[int, int, tuple]] = []  # (time handed over, due time, message)
@@ -300,7 +302,8 @@ def test_a_frame_accurate_output_gets_each_message_with_its_tick_time_and_a_flus
     rig.feed([0xB0, PANIC_CC, 127])
     assert flushes and flushes[-1] == len(handed), "panic did not flush what was handed over"
     offs = rig.sent[sent_before:]
-    assert offs and offs[-1] == (0xB0, 123, 0), f"untimed note-offs and All Notes Off expected, got {offs}"
+    assert offs[-3:] == [(0xB0, 123, 0), (0xE0, 0, 64), (0xB0, 1, 0)], \
+        f"untimed note-offs, All Notes Off, pitch bend centre and modulation 0 expected, got {offs}"
 
 
 @pytest.mark.parametrize("seed", SEEDS[:5])

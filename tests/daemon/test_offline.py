@@ -165,3 +165,22 @@ def test_answer_spans_group_notes_split_by_silence():
         [0, 10, 200, 230], [12, 50, 6, 10], [60, 62, 64, 65], [90, 90, 90, 90])))
     assert answer_spans(track, gap=96) == [(0, 60), (200, 240)]
     assert answer_spans(track, gap=200) == [(0, 240)]
+
+
+@pytest.mark.parametrize("mode", ["full", "off"])
+def test_the_answers_bends_are_in_the_file_recentred_after(song, bendy_model, tmp_path, mode):
+    """With a model that bends (`bendy_model`), the answer's track holds RPN 0 and pitchwheel messages on its
+    channel, the last one the centre; with expression.mode off, neither."""
+    out = tmp_path / "bent.mid"
+    assert main(["respond", str(song), "-o", str(out), "--model", str(bendy_model.path), "--bars", "2",
+                 "--seed", "1", "--set", f"expression.mode={mode}"]) == 0
+    lead = mido.MidiFile(out).tracks[2]
+    channel = next(m.channel for m in lead if m.type == "note_on")
+    wheel = [m for m in lead if m.type == "pitchwheel"]
+    rpn = [(m.control, m.value) for m in lead if m.type == "control_change"]
+    if mode == "off":
+        assert not wheel and not rpn
+        return
+    assert rpn[:3] == [(101, 0), (100, 0), (6, 2)]
+    assert any(m.pitch for m in wheel) and {m.channel for m in wheel} == {channel}
+    assert wheel[-1].pitch == 0, "the bend is not recentred at the end"

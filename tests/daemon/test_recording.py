@@ -137,3 +137,82 @@ def test_writers_racing_for_the_same_second_each_get_their_own_file(tmp_path):
     assert len(set(paths)) == n and len(list(tmp_path.iterdir())) == n
     pitches = sorted(m.note for p in paths for m in mido.MidiFile(p).tracks[1] if m.type == "note_on")
     assert pitches == list(range(40, 40 + n)), "a take was overwritten"
+
+
+def test_overlapping_notes_of_one_pitch_are_cut_where_the_later_starts():
+    notes = [Note(0, 24, 60, 90), Note(12, 24, 60, 80), Note(12, 6, 64, 70), Note(12, 12, 64, 71), Note(30, 6, 67, 90)]
+    assert recording.untangle(notes) == [Note(0, 12, 60, 90), Note(12, 24, 60, 80), Note(12, 12, 64, 71),
+                                         Note(30, 6, 67, 90)]
+    mid = recording.to_midifile({"leadline": notes}, 120)
+    scale = FILE_PPQ // 24
+    assert [g[:3] for g in _track_notes(mid.tracks[1])] == sorted(
+        [(0, 12 * scale, 60), (12 * scale, 36 * scale, 60), (12 * scale, 24 * scale, 64), (30 * scale, 36 * scale, 67)])
+
+
+def _bends(track: mido.MidiTrack) -> list[tuple[int, str, int]]:
+    """(file tick, kind, value) of the note and pitchwheel messages: note pitch, or the bend."""
+    now, out = 0, []
+    for msg in track:
+        now += msg.time
+        if msg.type == "pitchwheel":
+            out.append((now, "bend", msg.pitch))
+        elif msg.type in ("note_on", "note_off"):
+            out.append((now, "on" if msg.type == "note_on" and msg.velocity else "off", msg.note))
+    return out
+
+
+def test_bends_are_written_after_rpn_0_around_their_notes_and_read_back(tmp_path):
+    from leadline.daemon.config import ExpressionConfig
+    from leadline.daemon.expression import render
+
+    notes = [Note(0, 24, 64, 88, bend=4, bend_at=6), Note(24, 12, 62, 88), Note(48, 24, 67, 88, bend=2, bend_at=0)]
+    path = recording.write(tmp_path / "bent.mid", {"leadline": notes}, 120,
+                           {"leadline": render(notes, ExpressionConfig(bend_range=12), 0)}, bend_range=12)
+    track = mido.MidiFile(path).tracks[1]
+    ccs = [(m.control, m.value) for m in track if m.type == "control_change"]
+    assert ccs == [(101, 0), (100, 0), (6, 12), (38, 0), (101, 127), (100, 127)]
+    ev, s = _bends(track), FILE_PPQ // 24
+    assert ev[0] == (0, "on", 64) and ev[1][1] == "bend" and ev[-1] == (72 * s, "bend", 0), ev
+    assert (24 * s, "off", 64) in ev and ev.index((24 * s, "off", 64)) < ev.index((24 * s, "bend", 0)) < \
+        ev.index((24 * s, "on", 62)), "the centre after the note-off, before the plain note"
+    assert ev[ev.index((48 * s, "on", 67)) - 1] == (48 * s, "bend", round(1 / 12 * 8192)), "pre-bend first"
+    read = sorted(midifile.read(path).tracks[0].notes(), key=lambda n: n.onset)
+    assert [(n.pitch, n.bend) for n in read] == [(64, 4), (62, 0), (67, 2)], "the reader hears other bends"
+
+
+def test_a_session_keeps_the_bends_that_left(tmp_path):
+    rec = Recorder(tmp_path, out_channel=0, bend_range=2)
+    rec.begin(120)
+    for tick, msg in [(0, (0xE0, 0, 96)), (0, (0x90, 60, 90)), (6, (0xE0, 127, 127)), (12, (0x80, 60, 0)),
+                      (12, (0xE0, 0, 64)), (12, (0xE1, 0, 0))]:  # (another channel: not leadline's)
+        rec.out(0, tick, msg)
+    rec.end(12)
+    path = rec.written[0]
+    s = FILE_PPQ // 24
+    assert [e for e in _bends(mido.MidiFile(path).tracks[2])] == [
+        (0, "bend", 4096), (0, "on", 60), (6 * s, "bend", 8191), (12 * s, "off", 60), (12 * s, "bend", 0)]
+
+
+def test_the_piano_roll_draws_a_bent_notes_bend_as_a_curve_on_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leadline.daemon import plot
+    from leadline.daemon.config import ExpressionConfig
+    from leadline.daemon.expression import render
+
+    notes = [Note(0, 24, 64, 88, bend=4, bend_at=6), Note(24, 12, 62, 88), Note(48, 24, 67, 88, bend=-2, bend_at=0)]
+    path = recording.write(tmp_path / "bent.mid", {"leadline": notes}, 120,
+                           {"leadline": render(notes, ExpressionConfig(), 0)})
+    tracks = list(midifile.read(path).tracks)
+    fig, ax = plt.subplots()
+    plot._draw(ax, tracks, {"leadline": "#e06010"}, [0, 96], 0, 96)
+    curves = [line.get_data() for line in ax.get_lines() if line.get_color() == "black"]
+    plt.close(fig)
+    assert len(curves) == 2, "one curve a bent note, none on the plain one"
+    (x1, y1), (x2, y2) = curves
+    assert x1[0] == 0 and max(y1) == 66 and x1[-1] == 1.0, "the whole step up, along the first note"
+    assert set(y2) == {66} and x2[0] == 2.0, "the pre-bent note, a semitone down all along"
+    assert plot.piano_roll(path, tmp_path / "bent.png").stat().st_size > 1000

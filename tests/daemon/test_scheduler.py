@@ -6,8 +6,9 @@ import random
 import pytest
 
 from leadline.daemon.clock import InternalClock
-from leadline.daemon.scheduler import (ALL_NOTES_OFF, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, NoteTracker, Scheduler,
-                              deadline, kind_of, sleep_until)
+from leadline.daemon.scheduler import (ALL_NOTES_OFF, KIND_BEND, KIND_NOTE_OFF, KIND_NOTE_ON, KIND_OTHER, KIND_PREBEND,
+                                       NoteTracker, Scheduler, bend_value, deadline, kind_of, pitch_bend,
+                                       rpn_bend_range, sleep_until)
 
 MS = 1_000_000
 
@@ -90,7 +91,7 @@ def test_notes_on_the_grid_and_retime():
     s.push_note(clock, channel=2, pitch=64, velocity=90, onset=24, end=36, lookahead_ns=look)
     s.push(10**12 + 700 * MS, (0xB0, 1, 0))  # a plain-time message: retime leaves it alone
     assert deadline(clock, 24, look) == clock.predict(24) - look == 10**12 + 500 * MS - look
-    assert len(s) == 3 and s.peek()[2:] == (KIND_NOTE_ON, (0x92, 64, 90), 24)  # first, before 700 ms
+    assert len(s) == 3 and s.peek()[2:5] == (KIND_NOTE_ON, (0x92, 64, 90), 24)  # first, before 700 ms
     clock.set_bpm(60)  # the tempo halves from tick 0 on: ticks 24 and 36 move later
     assert s.retime(lambda tick: deadline(clock, tick, look)) == 2
     assert s.retime(lambda tick: deadline(clock, tick, look)) == 0
@@ -219,3 +220,27 @@ def test_random_note_streams_never_leave_a_note_hanging(seed):
     for msg in nt.all_off_messages():
         send(msg)
     assert synth == {} and len(nt) == 0
+
+
+def test_a_notes_bends_go_around_it_pre_bend_first_centre_after_the_note_off():
+    clock = InternalClock(bpm=120)
+    clock.start(10**12)
+    s = Scheduler()
+    bends = [(24, pitch_bend(0, 4096)), (27, pitch_bend(0, 8191)), (36, pitch_bend(0, 0))]
+    s.push_note(clock, 0, 64, 90, onset=24, end=36, lookahead_ns=0, note=7, bends=bends)
+    due = s.pop_due(10**13)
+    assert [(i.kind, i.msg, i.tick, i.note) for i in due] == [
+        (KIND_PREBEND, (0xE0, 0, 96), 24, 7), (KIND_NOTE_ON, (0x90, 64, 90), 24, 7),
+        (KIND_BEND, (0xE0, 127, 127), 27, 7), (KIND_NOTE_OFF, (0x80, 64, 0), 36, 7), (KIND_BEND, (0xE0, 0, 64), 36, 7)]
+
+
+@pytest.mark.parametrize("value, msg", [(0, (0xE3, 0, 64)), (-8192, (0xE3, 0, 0)), (8191, (0xE3, 127, 127)),
+                                        (9000, (0xE3, 127, 127)), (-9000, (0xE3, 0, 0)), (1, (0xE3, 1, 64))])
+def test_pitch_bend_messages_centre_at_8192_and_clip(value, msg):
+    assert pitch_bend(3, value) == msg
+    assert bend_value(msg) == min(max(value, -8192), 8191)
+
+
+def test_rpn_0_sets_the_bend_range_then_the_null_rpn():
+    assert rpn_bend_range(1, 12) == [(0xB1, 101, 0), (0xB1, 100, 0), (0xB1, 6, 12), (0xB1, 38, 0), (0xB1, 101, 127),
+                                     (0xB1, 100, 127)]

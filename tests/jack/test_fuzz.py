@@ -5,13 +5,14 @@ SysEx, real-time bytes between notes, a note flood (>= 10,000 messages/s), clock
 1 s apart, and out-of-range values, while jack_midi_clock runs at 120 BPM and leadline plays in duet mode.
 Afterwards: the daemon is alive and answers a clean phrase in respond mode, its peak RSS stayed bounded,
 everything it sent is well-formed MIDI, every note-on has its note-off after Stop, and it exits 0 on
-SIGTERM. Correctness only: JACK timing on a loaded machine is not asserted here.
+SIGTERM with its pitch bend centred and modulation 0 (the `bendy_model` fixture bends most notes).
+Correctness only: JACK timing on a loaded machine is not asserted here.
 """
 from __future__ import annotations
 
 import pytest
 
-from leadline.bench.jackrig import Beat, Player, rig_wait, stuck_notes, through_rig
+from leadline.bench.jackrig import Beat, Player, bends, rig_wait, stuck_bend, stuck_notes, through_rig
 from leadline.bench.soak import Fuzzer, Rig, bad_messages, clean_check, dropped, rss_kb
 
 # (phase, seconds): ~15 s of fuzz; each phase once, the flood for 3 s right after the out-of-range values
@@ -21,8 +22,8 @@ ORDER = [("junk", 1.5), ("truncated", 1.0), ("sysex", 1.5), ("realtime", 1.5), (
 RSS_GROWTH_MB = 64  # peak RSS may exceed the RSS right after start-up by at most this
 
 
-def test_fuzz_through_a_real_port(jack, tiny_model, tmp_path, capsys):
-    rig = Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="fuzz")
+def test_fuzz_through_a_real_port(jack, bendy_model, tmp_path, capsys):
+    rig = Rig(bendy_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="fuzz")
     try:
         beat = Beat(rig.lis, probe=lambda: through_rig(jack, rig.lis, rig.player))
         beat.wait(lambda: any(len(m) == 3 and m[0] == 0x90 for _, m in rig.lis.events), 15, "duet notes")
@@ -48,6 +49,9 @@ def test_fuzz_through_a_real_port(jack, tiny_model, tmp_path, capsys):
         assert grew < RSS_GROWTH_MB, f"peak RSS grew by {grew:.0f} MB"
         assert n_dropped is not None, "no status line with the drop counter in the daemon's log"
         assert not stuck_notes(rig.lis.events)
+        events = list(rig.lis.events)
+        assert any(v for _, v in bends(events)), "leadline bent no note in the fuzz"
+        assert stuck_bend(events) == (0, 0), f"pitch bend, modulation left at {stuck_bend(events)}"
     except BaseException:
         (tmp_path / "listener.txt").write_text("".join(rig.lis.raw))  # for the post-mortem, with daemon.log
         raise

@@ -59,16 +59,18 @@ def test_timed_notes_land_on_their_exact_frames(pair):
     beat.check(a.stats()["late_out"] == 0, f"{a.stats()['late_out']} notes written after their frame")
 
 
-def test_flush_drops_queued_note_ons_but_not_their_note_offs(pair):
+def test_flush_drops_queued_note_ons_and_bends_but_not_their_note_offs(pair):
     a, b, heard, beat = pair
     now = a.to_frame(a.now_ns())
     a.send_at(a.to_ns(now + 9_600), [0x90, 62, 100])  # 200 ms ahead: still queued at the flush
+    a.send_at(a.to_ns(now + 10_000), [0xE0, 0, 96])  # its bend (a cut note's later point: dropped too)
     a.send_at(a.to_ns(now + 12_000), [0x80, 61, 0])  # a note-off queued behind it
     a.flush()
     a.send([0xB0, 123, 0])
-    beat.wait(lambda: len(heard) >= 2, 5, "the note-off and All Notes Off")
+    a.send([0xE0, 0, 64])  # the stop path's centre
+    beat.wait(lambda: len(heard) >= 3, 5, "the note-off, All Notes Off and the centre")
     time.sleep(0.3)  # past the note-on's frame
-    assert [m for _, m in heard] == [[0x80, 61, 0], [0xB0, 123, 0]]
+    assert [m for _, m in heard] == [[0x80, 61, 0], [0xB0, 123, 0], [0xE0, 0, 64]]
 
 
 def test_untimed_messages_do_not_wait_behind_timed_ones(pair):

@@ -2,22 +2,29 @@
 
 Every stop path is checked at the listener, in frames, without timing assumptions: the player's port is
 also connected to the listener, so each stop message (or a marker sent when the clock is cut) has a
-frame F; the first All Notes Off leadline sends after F must find none of leadline's notes sounding.
-The SIGTERM/Ctrl-C test reports signal-to-silence in ms and holds it to 50 ms.
+frame F; the first All Notes Off leadline sends after F must find none of leadline's notes sounding, and
+the first pitch bend and modulation after it are the centre and 0 (the `bendy_model` fixture bends most
+notes: issue 13; the tests assert that some bends were heard). The SIGTERM/Ctrl-C test reports
+signal-to-silence in ms and holds it to 50 ms, through leadline's own JACK client and through python-rtmidi;
+a crash on the engine thread (in-process serve) leaves no note sounding and the bend centred.
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
+import types
 
 import pytest
 
-from leadline.bench.jackrig import (MARK, PERIOD, RATE, Beat, Clock, Daemon, Listener, Player, leadline_notes,
-                            marker_heard, rig_wait, stuck_notes, through_rig, wait_for)
+from leadline.bench.jackrig import (MARK, PERIOD, RATE, Beat, Clock, Daemon, Listener, Player, bends, centred_after,
+                                    leadline_notes, marker_heard, rig_wait, stuck_bend, stuck_notes, through_rig,
+                                    wait_for)
 from leadline.bench.soak import Fuzzer, Rig, answers_panic, close_all, heartbeat, start_flowing
 
 CH = 1  # the player's channel (0-based); leadline plays on 0 (MARK: a controller on CH leadline ignores)
@@ -28,7 +35,7 @@ MS = RATE / 1000
 def silenced_after(events, frame: int) -> int:
     """Frame from which none of leadline's notes sounds after a stop path at `frame`: `frame` itself when
     leadline played nothing since its last All Notes Off (it sends none then), else its first All Notes
-    Off after `frame`, where nothing of leadline's may sound."""
+    Off after `frame`, where nothing of leadline's may sound and after which its pitch bend is centred."""
     upto = sum(1 for f, _ in events if f <= frame)
     last = max((i for i in range(upto) if events[i][1] == ANO), default=None)
     if last is not None and not any(m[0] == 0x90 and m[2] for _, m in leadline_notes(events[last:upto])):
@@ -37,7 +44,13 @@ def silenced_after(events, frame: int) -> int:
     assert i is not None, f"no All Notes Off after frame {frame}"
     left = stuck_notes(leadline_notes(events[:i + 1]))
     assert not left, f"notes still sounding at the All Notes Off (frame {events[i][0]}): {left}"
+    centred_after(events, i)
     return events[i][0]
+
+
+def bent(events) -> int:
+    """How many pitch bends away from the centre leadline sent."""
+    return sum(1 for _, v in bends(events) if v)
 
 
 def marked(lis, sender) -> int:
@@ -64,8 +77,8 @@ def parts(jack):
             pass
 
 
-def test_transport_tempo_dropout_mode_and_panic_storm(jack, tiny_model, tmp_path, parts):
-    rig = parts(Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="storm"))
+def test_transport_tempo_dropout_mode_and_panic_storm(jack, bendy_model, tmp_path, parts):
+    rig = parts(Rig(bendy_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="storm"))
     lis, player, clock, daemon = rig.lis, rig.player, rig.clock, rig.daemon
     lis.listen_to(player.port)
     rng, mode, checks = random.Random(3), "duet", []
@@ -124,14 +137,16 @@ def test_transport_tempo_dropout_mode_and_panic_storm(jack, tiny_model, tmp_path
     print("\nstop path -> silence (ms, marker to All Notes Off):",
           {k: f"max {max(v):.0f} over {len(v)}" for k, v in delays.items()})
     assert len(checks) >= 12 and any(leadline_notes(events)), "the storm exercised too little"
+    assert bent(events) > 0, "no pitch bend in the storm"
+    assert stuck_bend(events) == (0, 0), f"pitch bend, modulation left at {stuck_bend(events)} after exit"
 
 
-def test_a_stop_message_storm_does_not_flood_the_output_or_leave_notes(jack, tiny_model, tmp_path, parts):
+def test_a_stop_message_storm_does_not_flood_the_output_or_leave_notes(jack, bendy_model, tmp_path, parts):
     """Start, Stop and panic at hundreds a second while duet plays: every note-on still gets its note-off.
 
     (Each stop path used to send All Notes Off: ~2,000 a second here, more than a JACK cycle holds, and
     RtMidi drops what does not fit, note-offs included: notes were left sounding.)"""
-    rig = parts(Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="burst"))
+    rig = parts(Rig(bendy_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="burst"))
     beat = Beat(rig.lis, probe=lambda: through_rig(jack, rig.lis, rig.player))
     rng = random.Random(1)
     for _ in range(4):
@@ -149,6 +164,8 @@ def test_a_stop_message_storm_does_not_flood_the_output_or_leave_notes(jack, tin
     assert sum(1 for _, m in rig.lis.events if m == ANO) <= 2 + len(
         [m for _, m in leadline_notes(rig.lis.events) if m[0] == 0x90 and m[2]]), "All Notes Off flooded the port"
     assert rig.daemon.terminate() == 0
+    events = list(rig.lis.events)
+    assert bent(events) > 0 and stuck_bend(events) == (0, 0), f"bends {bent(events)}, left at {stuck_bend(events)}"
 
 
 def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_model, tmp_path, parts):
@@ -189,6 +206,9 @@ def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_
     lis2 = parts(Listener(jack, name="recon-listener"))
     lis2.listen_to(Clock.PORT)
     said("MIDI output is back")
+    rpn = [bytes((0xB0, 101, 0)), bytes((0xB0, 100, 0)), bytes((0xB0, 6, 2)), bytes((0xB0, 38, 0)),
+           bytes((0xB0, 101, 127)), bytes((0xB0, 100, 127))]
+    rig_wait(lambda: [m for _, m in lis2.events if m[0] == 0xB0][:6] == rpn, 5, "RPN 0 after the reconnect")
     answered(lis2, player)
     player.close()  # the input's peer goes away
     player.close = lambda: None  # (closing a python-rtmidi port twice crashes: teardown must not)
@@ -203,9 +223,11 @@ def test_a_lost_port_is_said_once_and_reconnected_when_it_comes_back(jack, tiny_
     assert not stuck_notes(leadline_notes(lis2.events))
 
 
+@pytest.mark.parametrize("output", ["native", "rtmidi"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_model, tmp_path, parts, sig):
-    rig = parts(Rig(tiny_model.path, tmp_path / "daemon.log", jack, "mode=duet", prefix="sig"))
+def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, bendy_model, tmp_path, parts, sig, output):
+    settings = ("mode=duet",) + (("midi.jack_native=false",) if output == "rtmidi" else ())
+    rig = parts(Rig(bendy_model.path, tmp_path / "daemon.log", jack, *settings, prefix=f"sig-{output}"))
     lis, player, daemon = rig.lis, rig.player, rig.daemon
 
     def new_marker():
@@ -214,7 +236,8 @@ def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_mode
         return m
 
     marker = parts(start_flowing(new_marker, lambda m: m.close(), lis, through=lambda m: marker_heard(lis, m)))
-    Beat(lis, marker).wait(lambda: len(leadline_notes(lis.events)) >= 4, 20, "duet notes")
+    Beat(lis, marker).wait(lambda: len(leadline_notes(lis.events)) >= 4 and bent(lis.events) > 0, 20,
+                           "duet notes, one of them bent")
     fz = Fuzzer(player, seed=5)
     flood = threading.Thread(target=fz.phase, args=("flood", 2.5))
     flood.start()
@@ -241,3 +264,68 @@ def test_signal_during_a_flood_silences_within_50_ms_and_exits_0(jack, tiny_mode
           f"{(silence - mark) / MS:.1f} ms, last note-on to All Notes Off {(silence - last_on) / MS:.1f} ms")
     assert not stuck_notes(leadline_notes(events))
     assert silence - mark <= 50 * MS + PERIOD, f"silence {(silence - mark) / MS:.1f} ms after the signal"
+    assert bent(events) > 0, "no pitch bend before the signal"
+    assert stuck_bend(events) == (0, 0), f"pitch bend, modulation left at {stuck_bend(events)} after the signal"
+
+
+def test_a_crash_in_the_engine_thread_leaves_no_note_sounding_and_the_bend_centred(jack, bendy_model, monkeypatch):
+    """`leadline serve` in-process on its own clock (duet): once a bend was heard, the model step raises while
+    the channel is bent (a real exception on the engine thread, mid-phrase); serve's way out still ends every
+    note, then sends the centre and modulation 0 through leadline's own JACK client, and the error comes back."""
+    from leadline.daemon import serve
+
+    lis = Listener(jack, name="crash-listener")
+    crash = threading.Event()
+    made = []
+
+    def make_engine(cfg, model=None, batch=1):
+        eng = real_make_engine(cfg, model, batch)
+        step = eng.step
+
+        def failing(token):
+            if crash.is_set() and lives and lives[0].bender.value:  # (while a bend is out)
+                raise RuntimeError("injected engine failure")
+            return step(token)
+
+        eng.step = failing
+        made.append(eng)
+        return eng
+
+    def make_live(*a):
+        lives.append(real_make_live(*a))
+        return lives[0]
+
+    real_make_engine, real_make_live, lives = serve.make_engine, serve.make_live, []
+    monkeypatch.setattr(serve, "make_engine", make_engine)
+    monkeypatch.setattr(serve, "make_live", make_live)
+    out = "crash-leadline:leadline out"
+
+    def watch():
+        try:
+            wait_for(lambda: out in (jack.lsp() or []), 60, f"{out} to open")
+            lis.listen_to(out)
+            rig_wait(lambda: bent(lis.events) > 0, 30, "a bent note")
+        finally:
+            crash.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    args = types.SimpleNamespace(config=None, overrides=["clock.source=internal", "sampling.seed=1",
+                                                         "midi.client_name=crash-leadline"],
+                                 model=str(bendy_model.path), api="jack", mode="duet", record=None, duration=60.0)
+    switch = sys.getswitchinterval()
+    try:
+        with pytest.raises(RuntimeError, match="injected engine failure"):
+            serve.run(args)
+        watcher.join(5)
+        rig_wait(lambda: any(m == ANO for _, m in lis.events), 5, "the way out's All Notes Off at the listener")
+        time.sleep(0.2)  # (jack_midi_dump prints what came with it)
+        events = list(lis.events)
+        assert bent(events) > 0, "no bend before the crash"
+        assert not stuck_notes(leadline_notes(events)), f"notes left sounding: {stuck_notes(leadline_notes(events))}"
+        assert stuck_bend(events) == (0, 0), f"pitch bend, modulation left at {stuck_bend(events)} after the crash"
+    finally:
+        crash.set()
+        lis.close()
+        sys.setswitchinterval(switch)
+        gc.unfreeze()  # (serve froze what it had made)
