@@ -54,6 +54,10 @@ def draw(rows: list, labels: tuple[str, str], png: str) -> None:
             for notes, colour in ((phrase, "#2f6fb0"), (ans, "#e06010")):
                 for n in notes:
                     ax.broken_barh([(n.onset / BAR, n.duration / BAR)], (n.pitch - 0.4, 0.8), color=colour)
+                    curve = codec.bend_curve(n) + [(n.duration, 0.0)] if n.expressive else []
+                    if curve:  # a bend as a line on its note (steps: the value holds until the next point)
+                        ax.step([(n.onset + t) / BAR for t, _ in curve], [n.pitch + b for _, b in curve],
+                                where="post", color="k", lw=0.8)
             s = leadstats.lead_stats(leadstats.window(ans))
             ax.set_title(f"{labels[k]}: {title}, seed {seed}: {len(ans)} notes, repeats {s['repeat_share']:.0%}, "
                          f"range {s['range']:.0f}", fontsize=8, loc="left")
