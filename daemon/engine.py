@@ -129,9 +129,8 @@ def _check_onnx(info: ModelInfo, sess: ort.InferenceSession) -> None:
               [ins["h"].shape[0], ins["h"].shape[2]] == [info.layers, info.hidden]]
     if not all(shapes):
         raise UserError(f"{info.onnx}: input/output types or shapes differ from the contract (events int64, "
-                        f"harmony float32 (batch, time, {harmony.N_FEATURES}), h/c float32 (layers, batch, hidden), logits "
-                        f"(batch, time, {codec.VOCAB_SIZE})); "
-                        f"re-export the model")
+                        f"harmony float32 (batch, time, {harmony.N_FEATURES}), h/c float32 (layers, batch, hidden), "
+                        f"logits (batch, time, {codec.VOCAB_SIZE})); re-export the model")
 
 
 def session(path: Path, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:

@@ -26,6 +26,7 @@ from leadline.daemon.config import SCALES, SamplingConfig, note_number, parse_ke
 _IS_NOTE = codec.TOKEN_KIND == codec.K_NOTE
 _IS_DUR = codec.TOKEN_KIND == codec.K_DUR
 _PITCH = np.where(_IS_NOTE, codec.TOKEN_VALUE, -1)
+_IS_EXPRESSION = np.isin(codec.TOKEN_KIND, codec.EXPRESSION_KINDS)
 _NOTE0 = codec.OFFSETS["NOTE"] - codec.PITCH_LO  # token id of pitch p: _NOTE0 + p
 
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
@@ -132,7 +133,9 @@ class Sampler:
             self._penalise = True
 
     def _nucleus(self, probs: np.ndarray) -> None:
-        """Zero every token outside the smallest set holding top_p of the mass (unnormalised `probs`)."""
+        """Zero every token outside the smallest set holding top_p of the mass (unnormalised `probs`), except
+        expression tokens: a bend is rare at any one step (2.5 % of rock lead notes are bent), so a nucleus of
+        0.99 cut most of them (rock validation: 0.7 % of the answers' notes bent against 1.6 % real)."""
         s = self._sorted
         np.copyto(s, probs)
         s.sort()
@@ -140,6 +143,7 @@ class Sampler:
         cum = np.cumsum(desc, out=self._cum)
         k = int(cum.searchsorted(self.top_p * cum[-1]))
         np.greater_equal(probs, desc[min(k, desc.size - 1)], out=self._keep)
+        self._keep |= _IS_EXPRESSION
         probs *= self._keep
 
 

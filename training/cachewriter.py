@@ -108,7 +108,8 @@ class CacheWriter:
         }
 
     def finish(self, out: Path) -> dict:
-        """Write tokens.npy, harmony.npy, index.npy and manifest.json into folder `out`; returns the manifest's counts."""
+        """Write tokens.npy, harmony.npy, index.npy and manifest.json into folder `out`; returns the manifest's
+        counts."""
         for f in (self.tokens, self.harmony, self.index, self.entries):
             f.close()
         out = Path(out)

@@ -263,7 +263,8 @@ def evaluate(info: engine.ModelInfo, test: list[np.ndarray], train: list[np.ndar
         deaf = score(sess, info, test)
         report["no_harmony_nll_bits_per_event"] = summed(deaf)["nll_bits_per_event"]
         report["per_corpus_bits"] = {
-            c: {"with_harmony": summed(per[m])["nll_bits_per_event"], "no_harmony": summed(deaf[m])["nll_bits_per_event"],
+            c: {"with_harmony": summed(per[m])["nll_bits_per_event"],
+                "no_harmony": summed(deaf[m])["nll_bits_per_event"],
                 "notes": summed(per[m])["notes_nll_bits_per_event"], "sequences": int(m.sum())}
             for c in leadeval.corpus_order(test_corpora or ["data"])
             for m in [np.array(test_corpora or ["data"] * len(test)) == c]}

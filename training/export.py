@@ -1,7 +1,8 @@
 """Export a trained LSTM to a model directory: the ONNX step graph plus its card, written atomically.
 
 The graph: events (batch, time) int64, harmony (batch, time, 24) float32 (daemon/harmony.py `features`), h and c
-(layers, batch, hidden) float32 -> logits (batch, time, vocab), h_out, c_out. Batch and time are dynamic: time > 1 primes the state from a seed window in one run, batch > 1
+(layers, batch, hidden) float32 -> logits (batch, time, vocab), h_out, c_out. Batch and time are dynamic: time > 1
+primes the state from a seed window in one run, batch > 1
 samples several continuations at once. The codec version, vocabulary size and model shape are stamped into
 the ONNX metadata and the card; the daemon refuses a mismatch.
 """

@@ -2,11 +2,12 @@
 
 Every machine lists the same sources in the same order (`ingest.find_files`) and ingests the K-th of N
 contiguous slices of that list. A shard folder holds each file's result as `ingest.process` gave it
-(results.jsonl: one line a file, in order; tokens.raw: the sequences back to back, uint32 token | harmony << 16) and shard.json (the
-sources, settings and slice). `leadline data merge --out CACHE SHARD...` checks that the shards are the N slices
-of one corpus with one set of settings and feeds their results, in file order, to the same writer one build
-uses: duplicates, song ids and splits are decided there, so the merged cache is the one-machine cache byte for
-byte (the split of a song is a hash of its name: its versions never straddle splits, whichever shards they are in).
+(results.jsonl: one line a file, in order; tokens.raw: the sequences back to back, uint32 token | harmony << 16)
+and shard.json (the sources, settings and slice). `leadline data merge --out CACHE SHARD...` checks that the
+shards are the N slices of one corpus with one set of settings and feeds their results, in file order, to the
+same writer one build uses: duplicates, song ids and splits are decided there, so the merged cache is the
+one-machine cache byte for byte (the split of a song is a hash of its name: its versions never straddle splits,
+whichever shards they are in).
 """
 from __future__ import annotations
 

@@ -347,7 +347,8 @@ def build(cfg: config.Config, data: cache_mod.Cache, device: torch.device,
     if not train_seqs:
         raise UserError("the cache has no training sequences; rebuild it with more MIDI files or another "
                         "data.split")
-    model = LeadLSTM(ModelArgs(codec.VOCAB_SIZE, tc.embed, tc.hidden, tc.layers, tc.dropout, harmony.N_FEATURES)).to(device)
+    args = ModelArgs(codec.VOCAB_SIZE, tc.embed, tc.hidden, tc.layers, tc.dropout, harmony.N_FEATURES)
+    model = LeadLSTM(args).to(device)
     rows = world.rows(tc.batch)
     streams = Streams(train_seqs, tc.batch, tc.chunk, seed=tc.seed, rows=rows)
     val = Streams(data.packed("val", transposed=False), tc.batch, tc.chunk, shuffle=False, rows=rows)

@@ -114,6 +114,8 @@ def test_weight_0_leaves_the_model_distribution_untouched():
 
 
 def test_weight_1_is_the_memorys_continuation_and_between_a_mix_of_probabilities():
+    """The model's probability of expression tokens (which the memory never hears) stays whole; the rest is
+    mixed: at weight 1 the memory's continuation, between a mix of probabilities."""
     m = SessionMemory()
     m.hear(_line(np.random.default_rng(0), 8))
     recent = deque(_tokens([Note(0, 6, 64, 96), Note(6, 6, 67, 96)]))
@@ -122,12 +124,18 @@ def test_weight_1_is_the_memorys_continuation_and_between_a_mix_of_probabilities
     for t, c in nxt.items():
         want[t] = c / sum(nxt.values())
     logits = np.random.default_rng(3).normal(size=V).astype(np.float32) * 3
+    model = _softmax(logits.astype(np.float64))
+    expr = np.isin(codec.TOKEN_KIND, codec.EXPRESSION_KINDS)
+    e = model[expr].sum()
+    assert e > 0.01
     out = np.empty(V, np.float32)
     assert m.mix(logits, recent, 1.0, out)
-    assert np.allclose(_softmax(out.astype(np.float64)), want, atol=10 * FLOOR)
+    got = _softmax(out.astype(np.float64))
+    assert np.allclose(got[expr], model[expr], rtol=1e-5)
+    assert np.allclose(got[~expr], (1 - e) * want[~expr], atol=10 * FLOOR)
     assert m.mix(logits, recent, 0.3, out)
-    assert np.allclose(_softmax(out.astype(np.float64)), 0.7 * _softmax(logits.astype(np.float64)) + 0.3 * want,
-                       rtol=1e-5, atol=1e-9)
+    mixed = np.where(expr, model, 0.7 * model + 0.3 * (1 - e) * want)
+    assert np.allclose(_softmax(out.astype(np.float64)), mixed, rtol=1e-5, atol=1e-9)
 
 
 def test_the_cc_maps_0_127_onto_0_1():
